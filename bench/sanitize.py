@@ -1,0 +1,57 @@
+"""One small run of every kernel on every forced Triton path, for `compute-sanitizer --tool memcheck`.
+
+Odd shapes and partial last blocks, so any load or store past an extent shows up as an invalid access.
+Run by bench/gpu.sh:  compute-sanitizer --tool memcheck --error-exitcode 9 python3 bench/sanitize.py
+"""
+
+import sys
+
+import torch
+
+import mxfp4
+
+BACKENDS = ("hopper", "bf16", "fp32")
+ACTIVATION_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+
+def run_kernels(backend: str) -> None:
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    for shape, axis in (((63, 100), -1), ((5, 7, 33), 1), ((3, 2881), -1)):
+        for dtype in ACTIVATION_DTYPES:
+            x = torch.randn(shape, generator=gen, device="cuda").to(dtype)
+            for mode in ("floor", "ceil", "mse"):
+                q = mxfp4.quantize(x, axis, scale_mode=mode, backend=backend)
+                mxfp4.dequantize(q, dtype, backend=backend)
+    for m, n, k in ((1, 63, 100), (16, 67, 2881), (300, 129, 200), (2048, 96, 64)):
+        w = mxfp4.quantize(torch.randn(n, k, generator=gen, device="cuda"), backend=backend)
+        bias = torch.randn(n, generator=gen, device="cuda")
+        for dtype in ACTIVATION_DTYPES:
+            a = torch.randn(m, k, generator=gen, device="cuda").to(dtype)
+            mxfp4.matmul(a, w, bias, backend=backend)
+    try:
+        moe = mxfp4.moe
+    except (AttributeError, ImportError):
+        return
+    e, h, i, t, top_k = 5, 96, 67, 9, 2
+    w1 = mxfp4.quantize(torch.randn(e, 2 * i, h, generator=gen, device="cuda"), backend=backend)
+    w2 = mxfp4.quantize(torch.randn(e, h, i, generator=gen, device="cuda"), backend=backend)
+    for dtype in ACTIVATION_DTYPES:
+        x = torch.randn(t, h, generator=gen, device="cuda").to(dtype)
+        router_w = torch.randn(e, h, generator=gen, device="cuda").to(dtype)
+        moe(
+            x, router_w, torch.randn(e, generator=gen, device="cuda").to(dtype), w1,
+            torch.randn(e, 2 * i, generator=gen, device="cuda").to(dtype), w2,
+            torch.randn(e, h, generator=gen, device="cuda").to(dtype), top_k, backend=backend,
+        )
+
+
+def main() -> int:
+    for backend in BACKENDS:
+        run_kernels(backend)
+        torch.cuda.synchronize()
+        print(f"sanitize: {backend} path ran", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

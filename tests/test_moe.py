@@ -1,0 +1,663 @@
+"""``mxfp4.moe`` on every path against the NumPy reference (and transformers' GptOssMLP), plus input validation.
+
+CPU: the torch path runs natively; the Triton paths (hopper / bf16 / fp32) run interpreted at small sizes.
+GPU: the same tests compiled, plus GPT-OSS sizes (E = 32 and 128, top-4, H = I = 2880).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+import mxfp4
+from mxfp4 import reference
+from mxfp4.dispatch import BackendUnavailableError
+from mxfp4.tensor import MXFP4Tensor
+
+from conftest import HAS_CUDA, TRITON_BACKENDS
+
+ALL_BACKENDS = ("torch",) + TRITON_BACKENDS
+
+
+# --- data --------------------------------------------------------------------------------------------------------
+class Layer:
+    """A random GPT-OSS-like MoE layer: NumPy truth plus the torch arguments of ``mxfp4.moe``."""
+
+    def __init__(self, rng, tokens, hidden, intermediate, experts, *, router_b=None, x_scale=1.0, weight_scale=0.2):
+        w1b, w1s = reference.quantize(rng.standard_normal((experts, 2 * intermediate, hidden)) * weight_scale)
+        w2b, w2s = reference.quantize(rng.standard_normal((experts, hidden, intermediate)) * weight_scale)
+        self.np = dict(
+            x=rng.standard_normal((tokens, hidden)) * x_scale,
+            router_w=rng.standard_normal((experts, hidden)) * 0.3,
+            router_b=rng.standard_normal(experts) * 0.1 if router_b is None else np.asarray(router_b, np.float64),
+            w1_blocks=w1b,
+            w1_scales=w1s,
+            b1=rng.standard_normal((experts, 2 * intermediate)) * 0.1,
+            w2_blocks=w2b,
+            w2_scales=w2s,
+            b2=rng.standard_normal((experts, hidden)) * 0.1,
+        )
+        self.shape = (tokens, hidden, intermediate, experts)
+
+    def args(self, device, dtype=torch.float32, weight_dtype=torch.float32):
+        n = self.np
+        t = lambda a, dt: torch.from_numpy(np.asarray(a)).to(device=device, dtype=dt)  # noqa: E731
+        _, hidden, intermediate, experts = self.shape
+        w1 = MXFP4Tensor.from_blocks(
+            torch.from_numpy(n["w1_blocks"]).to(device), torch.from_numpy(n["w1_scales"]).to(device),
+            (experts, 2 * intermediate, hidden), axis=2,
+        )
+        w2 = MXFP4Tensor.from_blocks(
+            torch.from_numpy(n["w2_blocks"]).to(device), torch.from_numpy(n["w2_scales"]).to(device),
+            (experts, hidden, intermediate), axis=2,
+        )
+        return (
+            t(n["x"], dtype), t(n["router_w"], weight_dtype), t(n["router_b"], weight_dtype),
+            w1, t(n["b1"], weight_dtype), w2, t(n["b2"], weight_dtype),
+        )
+
+    def rounded_to(self, dtype, weight_dtype=torch.float32):
+        """The NumPy arguments after the same rounding to ``dtype`` that the torch arguments went through."""
+        out = dict(self.np)
+        r = lambda a, dt: torch.from_numpy(np.asarray(a)).to(dt).double().numpy()  # noqa: E731
+        out["x"] = r(out["x"], dtype)
+        for key in ("router_w", "router_b", "b1", "b2"):
+            out[key] = r(out[key], weight_dtype)
+        return out
+
+    def reference(self, top_k, dtype=torch.float32, weight_dtype=torch.float32, **kw):
+        return reference.moe(**self.rounded_to(dtype, weight_dtype), top_k=top_k, **kw)
+
+    def routing_margin(self, top_k, dtype=torch.float32, weight_dtype=torch.float32):
+        """Smallest gap between the k-th and (k+1)-th logit over tokens (inf when k = E): routing is stable if large."""
+        n = self.rounded_to(dtype, weight_dtype)
+        logits = n["x"] @ n["router_w"].T + n["router_b"]
+        if top_k == logits.shape[1] or logits.shape[0] == 0:
+            return np.inf
+        ordered = -np.sort(-logits, axis=1)
+        return float((ordered[:, top_k - 1] - ordered[:, top_k]).min())
+
+
+def assert_close(got: torch.Tensor, expected: np.ndarray, rtol, atol, what):
+    got = got.detach().double().cpu().numpy()
+    bad = ~np.isclose(got, expected, rtol=rtol, atol=atol)
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise AssertionError(
+            f"{what}: {bad.sum()} of {bad.size} elements differ (rtol={rtol}, atol={atol:.3g}); first at {idx}: "
+            f"got {got[idx]!r}, expected {expected[idx]!r}; max abs diff {np.nanmax(np.abs(got - expected)):.3g}"
+        )
+
+
+def tolerance(backend, dtype, expected):
+    """Bounds per path: float32 compute (torch / fp32) vs bf16 tensor-core operands (hopper / bf16)."""
+    scale = float(np.abs(expected).max()) if expected.size else 1.0
+    if dtype == torch.bfloat16:
+        return 2e-2, 2e-2 * scale  # output rounded to bf16 (8 bits), operands rounded to bf16
+    if backend in ("hopper", "bf16"):
+        return 1e-2, 1e-2 * scale  # activations rounded to bf16 before the tensor cores
+    if dtype == torch.float16:
+        return 2e-3, 2e-3 * scale
+    return 1e-5, 1e-5 * scale
+
+
+def skip_unless_runnable(backend, device):
+    if backend != "torch" and device == "cpu":
+        from mxfp4.dispatch import triton_interpreter_enabled
+
+        if not triton_interpreter_enabled():
+            pytest.skip("Triton paths on the CPU need TRITON_INTERPRET=1 (set by conftest when no GPU is present)")
+
+
+# --- the torch path ----------------------------------------------------------------------------------------------
+SMALL_SHAPES = [  # (tokens, hidden, intermediate, experts, top_k)
+    pytest.param(7, 64, 32, 4, 2, id="T7-H64-I32-E4-k2"),
+    pytest.param(5, 100, 63, 5, 3, id="T5-H100-I63-E5-k3-partial-blocks"),
+    pytest.param(1, 64, 32, 3, 1, id="T1-k1"),
+    pytest.param(6, 32, 32, 6, 6, id="k-equals-E6"),
+]
+
+
+@pytest.mark.parametrize("tokens,hidden,intermediate,experts,top_k", SMALL_SHAPES)
+def test_torch_path_matches_reference(rng, tokens, hidden, intermediate, experts, top_k):
+    layer = Layer(rng, tokens, hidden, intermediate, experts)
+    got = mxfp4.moe(*layer.args("cpu"), top_k, backend="torch")
+    assert got.dtype == torch.float32 and got.shape == (tokens, hidden)
+    expected = layer.reference(top_k)
+    assert_close(got, expected, *tolerance("torch", torch.float32, expected), what="torch path vs reference")
+
+
+def test_torch_path_float64_is_reference_exact(rng):
+    layer = Layer(rng, 9, 96, 64, 5)
+    got = mxfp4.moe(*layer.args("cpu", torch.float64, torch.float64), 3, backend="torch")
+    assert_close(got, layer.reference(3, torch.float64, torch.float64), 1e-12, 1e-13, "float64 torch path")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_torch_path_low_precision_inputs(rng, dtype):
+    layer = Layer(rng, 8, 64, 32, 4)
+    got = mxfp4.moe(*layer.args("cpu", dtype, dtype), 2, backend="torch")
+    assert got.dtype == dtype
+    expected = layer.reference(2, dtype, dtype)
+    assert_close(got, expected, *tolerance("torch", dtype, expected), what=f"torch path {dtype}")
+
+
+def test_torch_path_matches_transformers(rng):
+    """mxfp4.moe against transformers' GptOssMLP holding the same (dequantized) weights, float32 both."""
+    from test_reference_moe import run_transformers
+
+    layer = Layer(rng, 10, 64, 32, 5)
+    expected = run_transformers(layer.np, 2, torch.float32)
+    got = mxfp4.moe(*layer.args("cpu"), 2, backend="torch")
+    scale = float(np.abs(expected).max())
+    assert_close(got, expected, 1e-5, 1e-5 * scale, "mxfp4.moe (torch) vs transformers GptOssMLP")
+
+
+def test_torch_path_never_dequantizes_all_experts(rng, monkeypatch):
+    """The torch path decodes one expert's matrix at a time, and only experts that received tokens."""
+    from mxfp4 import torch_ops
+
+    layer = Layer(rng, 3, 64, 32, 8, router_b=[0, 0, 0, 9, 0, 0, 8, 0])
+    seen = []
+    original = torch_ops.dequantize
+
+    def spy(blocks, scales, dtype, length):
+        seen.append(tuple(blocks.shape))
+        return original(blocks, scales, dtype, length)
+
+    monkeypatch.setattr(torch_ops, "dequantize", spy)
+    mxfp4.moe(*layer.args("cpu"), 2, backend="torch")
+    assert all(len(shape) == 3 for shape in seen), f"dequantized more than one expert at once: {seen}"
+    assert len(seen) == 4, f"expected 2 experts x (w1, w2) decoded, got {seen}"
+
+
+# --- every path: edge cases ---------------------------------------------------------------------------------------
+def run_and_check(layer, top_k, backend, device, dtype=torch.float32, *, what=""):
+    skip_unless_runnable(backend, device)
+    got = mxfp4.moe(*layer.args(device, dtype), top_k, backend=backend)
+    assert got.dtype == dtype and got.shape == layer.shape[:2] and got.device.type == device
+    expected = layer.reference(top_k, dtype)
+    assert_close(got, expected, *tolerance(backend, dtype, expected), what=f"{backend} {what}")
+    return got
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_empty_batch(device, backend):
+    skip_unless_runnable(backend, device)
+    layer = Layer(np.random.default_rng(0), 0, 64, 32, 3)
+    out = mxfp4.moe(*layer.args(device), 2, backend=backend)
+    assert out.shape == (0, 64) and out.dtype == torch.float32
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_all_tokens_to_one_expert(rng, device, backend):
+    layer = Layer(rng, 9, 64, 32, 5, router_b=[0, 0, 50, 0, 0])
+    run_and_check(layer, 1, backend, device, what="all tokens to expert 2 (others empty)")
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_top_k_equals_num_experts_not_power_of_two(rng, device, backend):
+    layer = Layer(rng, 5, 64, 32, 3)
+    run_and_check(layer, 3, backend, device, what="top_k = E = 3")
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_single_token(rng, device, backend):
+    layer = Layer(rng, 1, 96, 64, 7)
+    run_and_check(layer, 2, backend, device, what="1 token")
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_equal_logits_route_to_lowest_experts(rng, device, backend):
+    """Router weight zero, equal biases: every token picks experts 0..k-1 with equal weights."""
+    layer = Layer(rng, 4, 64, 32, 5, router_b=np.zeros(5))
+    layer.np["router_w"] = np.zeros_like(layer.np["router_w"])
+    run_and_check(layer, 3, backend, device, what="ties")
+
+
+# --- the kernels one by one, against their reference twins ------------------------------------------------------
+TRITON_ONLY = pytest.mark.skipif(
+    not HAS_CUDA and __import__("os").environ.get("TRITON_INTERPRET", "0") in ("", "0"),
+    reason="Triton kernels on the CPU need TRITON_INTERPRET=1 (set by conftest when no GPU is present)",
+)
+
+
+@pytest.fixture
+def poison(monkeypatch):
+    """torch.empty returns NaN-filled float tensors (and int tensors full of a huge index): unwritten outputs show."""
+    real_empty = torch.empty
+
+    def poisoned(*args, **kwargs):
+        t = real_empty(*args, **kwargs)
+        if t.is_floating_point():
+            t.fill_(float("nan"))
+        elif t.dtype == torch.int32:
+            t.fill_(2**30)
+        return t
+
+    monkeypatch.setattr(torch, "empty", poisoned)
+
+
+def separated_router(rng, experts, hidden, gap=0.05):
+    """Router with well separated logits for random x: distinct biases `gap` apart, small weights."""
+    router_w = rng.standard_normal((experts, hidden)) * (gap / (20 * np.sqrt(hidden)))
+    router_b = rng.permutation(experts) * gap
+    return router_w, router_b
+
+
+@TRITON_ONLY
+@pytest.mark.parametrize("tokens,experts,top_k", [(1, 3, 1), (19, 5, 2), (33, 17, 4), (20, 130, 7), (4, 6, 6)],
+                         ids=lambda v: str(v))
+def test_route_kernel_matches_twin(rng, device, poison, tokens, experts, top_k):
+    from mxfp4.reference.moe_routing import route as route_twin
+    from mxfp4.triton_kernels.moe_routing import route
+
+    hidden = 100
+    x = rng.standard_normal((tokens, hidden))
+    router_w, router_b = separated_router(rng, experts, hidden)
+    ids, weights = route(*(torch.from_numpy(a).float().to(device) for a in (x, router_w, router_b)), top_k)
+    x32, w32, b32 = (torch.from_numpy(a).float().double().numpy() for a in (x, router_w, router_b))
+    expected_ids, expected_weights = route_twin(x32, w32, b32, top_k)
+    assert ids.dtype == torch.int32 and weights.dtype == torch.float32
+    np.testing.assert_array_equal(ids.cpu().numpy(), expected_ids, err_msg="expert ids (slot order) differ")
+    assert_close(weights, expected_weights, 1e-6, 1e-7, "routing weights")
+
+
+@TRITON_ONLY
+def test_route_kernel_ties_and_nan(device):
+    from mxfp4.triton_kernels.moe_routing import route
+
+    x = torch.ones((3, 32), device=device)
+    router_w = torch.zeros((6, 32), device=device)
+    router_b = torch.tensor([0.0, 2.0, 5.0, 2.0, -1.0, float("nan")], device=device)
+    ids, weights = route(x, router_w, router_b, 6)
+    assert ids.cpu().tolist() == [[2, 1, 3, 0, 4, 5]] * 3, "ties must go to the lowest index; NaN last"
+    assert torch.isnan(weights).all(), "a NaN logit makes the softmax NaN, as in the reference"
+    ids, weights = route(x, router_w, torch.zeros(6, device=device), 3)
+    assert ids.cpu().tolist() == [[0, 1, 2]] * 3
+    assert torch.equal(weights.cpu(), torch.full((3, 3), 1 / 3))
+
+
+@TRITON_ONLY
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_sort_kernel_matches_twin(device, poison, data):
+    from mxfp4.reference.moe_sort import sort_by_expert as sort_twin
+    from mxfp4.triton_kernels.moe_sort import sort_by_expert
+
+    experts = data.draw(st.sampled_from([1, 3, 16, 17, 33, 130]), label="experts")
+    top_k = data.draw(st.integers(1, min(experts, 5)), label="top_k")
+    tokens = data.draw(st.integers(1, 70), label="tokens")
+    hot = data.draw(st.integers(0, experts - 1), label="hot expert")
+    skew = data.draw(st.sampled_from(["uniform", "one expert", "two experts"]), label="skew")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    if skew == "uniform":
+        ids = np.stack([rng.choice(experts, top_k, replace=False) for _ in range(tokens)])
+    else:
+        others = [e for e in range(experts) if e != hot]
+        first = np.full((tokens, 1), hot)
+        rest = np.stack([rng.choice(others, top_k - 1, replace=False) for _ in range(tokens)]) if top_k > 1 else None
+        ids = first if rest is None else np.concatenate([first, rest] if skew == "two experts" else [rest, first], 1)
+    counts, sorted_pairs = sort_by_expert(torch.from_numpy(ids.astype(np.int32)).to(device), experts)
+    expected_counts, expected_sorted = sort_twin(ids, experts)
+    np.testing.assert_array_equal(counts.cpu().numpy(), expected_counts, err_msg="per-expert counts")
+    np.testing.assert_array_equal(sorted_pairs.cpu().numpy(), expected_sorted, err_msg="stable sorted pair order")
+
+
+def _sorted_inputs(rng, tokens, experts, top_k, device):
+    from mxfp4.reference.moe_sort import sort_by_expert as sort_twin
+
+    ids = np.stack([rng.choice(experts, top_k, replace=False) for _ in range(tokens)])
+    counts, sorted_pairs = sort_twin(ids, experts)
+    as_i32 = lambda a: torch.from_numpy(a.astype(np.int32)).to(device)  # noqa: E731
+    return ids, counts, sorted_pairs, as_i32(counts), as_i32(sorted_pairs)
+
+
+GEMM_CASES = [  # (tokens, hidden, intermediate, experts, top_k): decode (P <= 64) and prefill schedules
+    pytest.param(3, 64, 32, 4, 2, id="decode-T3-E4-k2"),
+    pytest.param(5, 100, 63, 6, 3, id="decode-H100-I63-partial-blocks"),
+    pytest.param(40, 96, 40, 5, 2, id="prefill-T40-I40"),
+]
+
+
+@TRITON_ONLY
+@pytest.mark.parametrize("backend", TRITON_BACKENDS)
+@pytest.mark.parametrize("tokens,hidden,intermediate,experts,top_k", GEMM_CASES)
+def test_gate_up_kernel_matches_twin(rng, device, poison, backend, tokens, hidden, intermediate, experts, top_k):
+    from mxfp4.dispatch import Backend
+    from mxfp4.reference.moe_gate_up import gate_up_swiglu as twin
+    from mxfp4.triton_kernels.moe import gemm_configs
+    from mxfp4.triton_kernels.moe_gate_up import gate_up_swiglu
+
+    layer = Layer(rng, tokens, hidden, intermediate, experts, x_scale=3.0)  # large enough to hit the clamps
+    _, counts, sorted_pairs, counts_t, sorted_t = _sorted_inputs(rng, tokens, experts, top_k, device)
+    x, _, _, w1, b1, _, _ = layer.args(device)
+    config, _ = gemm_configs(Backend(backend), tokens * top_k, experts)
+    act_dtype = torch.float32 if backend == "fp32" else torch.bfloat16
+    got = gate_up_swiglu(x, sorted_t, counts_t, top_k, w1.blocks, w1.scales, b1, 1.702, 7.0, config, act_dtype)
+    assert got.dtype == act_dtype and got.shape == (tokens * top_k, intermediate)
+    n = layer.rounded_to(torch.float32 if backend == "fp32" else torch.bfloat16)
+    expected = twin(n["x"], sorted_pairs, counts, top_k, n["w1_blocks"], n["w1_scales"], n["b1"])
+    assert_close(got, expected, *tolerance(backend, torch.float32, expected), what=f"gate_up+SwiGLU {backend}")
+
+
+@TRITON_ONLY
+@pytest.mark.parametrize("backend", TRITON_BACKENDS)
+@pytest.mark.parametrize("tokens,hidden,intermediate,experts,top_k", GEMM_CASES)
+def test_down_kernel_matches_twin(rng, device, poison, backend, tokens, hidden, intermediate, experts, top_k):
+    from mxfp4.dispatch import Backend
+    from mxfp4.reference.moe_down import down as twin
+    from mxfp4.triton_kernels.moe import gemm_configs
+    from mxfp4.triton_kernels.moe_down import down
+
+    layer = Layer(rng, tokens, hidden, intermediate, experts)
+    _, counts, sorted_pairs, counts_t, sorted_t = _sorted_inputs(rng, tokens, experts, top_k, device)
+    act_dtype = torch.float32 if backend == "fp32" else torch.bfloat16
+    act = torch.from_numpy(rng.standard_normal((tokens * top_k, intermediate))).to(device=device, dtype=act_dtype)
+    weights = torch.from_numpy(rng.random((tokens, top_k))).float().to(device)
+    _, _, _, _, _, w2, b2 = layer.args(device)
+    _, config = gemm_configs(Backend(backend), tokens * top_k, experts)
+    got = down(act, sorted_t, counts_t, weights, w2.blocks, w2.scales, b2, config)
+    assert got.dtype == torch.float32 and got.shape == (tokens * top_k, hidden)
+    expected = twin(act.double().cpu().numpy(), sorted_pairs, counts, weights.double().cpu().numpy(),
+                    layer.np["w2_blocks"], layer.np["w2_scales"], b2.double().cpu().numpy())
+    # The activations are already bf16 on the tensor-core paths, so only accumulation order differs: tight bound.
+    scale = float(np.abs(expected).max())
+    assert_close(got, expected, 1e-5, 1e-5 * scale, what=f"down x weight {backend}")
+
+
+@TRITON_ONLY
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
+@pytest.mark.parametrize("tokens,hidden,top_k", [(1, 7, 1), (21, 300, 3)], ids=["T1-H7-k1", "T21-H300-k3"])
+def test_combine_kernel_bit_exact(rng, device, poison, dtype, tokens, hidden, top_k):
+    """float32 adds in slot order, rounded once to the output dtype (nearest even): bit-for-bit."""
+    from mxfp4.triton_kernels.moe_combine import combine
+
+    contributions = torch.from_numpy(rng.standard_normal((tokens * top_k, hidden)) * 10).float()
+    got = combine(contributions.to(device), top_k, dtype).cpu()
+    total = contributions.view(tokens, top_k, hidden)[:, 0].clone()
+    for slot in range(1, top_k):
+        total += contributions.view(tokens, top_k, hidden)[:, slot]
+    expected = total.to(dtype)
+    mismatch = (got.view(torch.int16 if dtype != torch.float32 else torch.int32)
+                != expected.view(torch.int16 if dtype != torch.float32 else torch.int32))
+    if mismatch.any():
+        idx = tuple(mismatch.nonzero()[0].tolist())
+        raise AssertionError(f"combine differs at {idx}: got {got[idx].item()!r}, expected {expected[idx].item()!r}")
+
+
+# --- end to end on every Triton path -------------------------------------------------------------------------------
+@TRITON_ONLY
+@pytest.mark.parametrize("backend", TRITON_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
+@pytest.mark.parametrize("tokens,hidden,intermediate,experts,top_k", SMALL_SHAPES[:2] + [
+    pytest.param(40, 64, 32, 33, 4, id="prefill-T40-E33-k4"),
+])
+def test_triton_paths_match_reference(rng, device, poison, backend, dtype, tokens, hidden, intermediate, experts, top_k):
+    layer = Layer(rng, tokens, hidden, intermediate, experts)
+    router_w, router_b = separated_router(rng, experts, hidden)
+    layer.np.update(router_w=router_w, router_b=router_b)
+    run_and_check(layer, top_k, backend, device, dtype, what=f"{dtype} {layer.shape} k={top_k}")
+
+
+@TRITON_ONLY
+@pytest.mark.parametrize("backend", TRITON_BACKENDS)
+def test_deterministic(rng, device, backend):
+    layer = Layer(rng, 30, 64, 32, 5)
+    args = layer.args(device)
+    first = mxfp4.moe(*args, 3, backend=backend)
+    second = mxfp4.moe(*args, 3, backend=backend)
+    assert torch.equal(first.view(torch.int32), second.view(torch.int32)), "two runs differ bitwise"
+
+
+@TRITON_ONLY
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_nan_bytes_past_the_logical_extent(rng, device, backend):
+    """Every tensor is a view into a larger buffer whose extra bytes are NaN (floats) or 0xFF (scale NaN, codes -6);
+    H and I end inside a block whose padding codes are non-zero. None of it may leak into the result."""
+    skip_unless_runnable(backend, device)
+    tokens, hidden, intermediate, experts, top_k = 6, 70, 45, 4, 2
+    layer = Layer(rng, tokens, hidden, intermediate, experts)
+    n = layer.np
+    for key in ("w1_blocks", "w2_blocks"):
+        n[key] = n[key].copy()
+        n[key][..., -1, 8:] |= 0x77  # padding nibbles past H / I (element 70 onward, 45 onward) become +-6
+
+    def framed(a, fill, pad_axes):
+        big = np.full(tuple(s + (3 if i in pad_axes else 0) for i, s in enumerate(a.shape)), fill, dtype=a.dtype)
+        big[tuple(slice(0, s) for s in a.shape)] = a
+        return torch.from_numpy(big).to(device)[tuple(slice(0, s) for s in a.shape)]
+
+    x = framed(n["x"].astype(np.float32), np.nan, (0, 1))
+    assert not x.is_contiguous()
+    w1 = MXFP4Tensor.from_blocks(framed(n["w1_blocks"], 0xFF, (1, 2)), framed(n["w1_scales"], 0xFF, (1, 2)),
+                                 (experts, 2 * intermediate, hidden), axis=2)
+    w2 = MXFP4Tensor.from_blocks(framed(n["w2_blocks"], 0xFF, (1, 2)), framed(n["w2_scales"], 0xFF, (1, 2)),
+                                 (experts, hidden, intermediate), axis=2)
+    f32 = lambda a: torch.from_numpy(a).float().to(device)  # noqa: E731
+    got = mxfp4.moe(x, f32(n["router_w"]), f32(n["router_b"]), w1, f32(n["b1"]), w2, f32(n["b2"]), top_k,
+                    backend=backend)
+    assert torch.isfinite(got).all(), "NaN leaked from bytes past the logical extent"
+    expected = layer.reference(top_k)
+    assert_close(got, expected, *tolerance(backend, torch.float32, expected), what=f"{backend} framed views")
+
+
+@TRITON_ONLY
+@pytest.mark.parametrize("backend", TRITON_BACKENDS)
+def test_nan_scale_inside_extent_propagates(rng, device, backend):
+    """A scale byte 255 inside the logical extent is NaN, as in the reference: it must not be masked away."""
+    layer = Layer(rng, 4, 64, 32, 1)
+    layer.np["w2_scales"] = layer.np["w2_scales"].copy()
+    layer.np["w2_scales"][0, 5, 0] = 0xFF  # output feature 5 of the only expert
+    got = mxfp4.moe(*layer.args(device), 1, backend=backend).cpu()
+    assert torch.isnan(got[:, 5]).all() and torch.isfinite(got[:, :5]).all() and torch.isfinite(got[:, 6:]).all()
+
+
+SKEWS = ["random", "one expert", "two experts", "half the experts empty"]
+
+
+@TRITON_ONLY
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_hypothesis_triton_paths_vs_reference(device, data):
+    backend = data.draw(st.sampled_from(TRITON_BACKENDS), label="backend")
+    experts = data.draw(st.integers(1, 9), label="experts")
+    top_k = data.draw(st.integers(1, experts), label="top_k")
+    tokens = data.draw(st.integers(0, 40), label="tokens")
+    hidden = data.draw(st.sampled_from([32, 48, 64, 100]), label="hidden")
+    intermediate = data.draw(st.sampled_from([16, 32, 40, 63]), label="intermediate")
+    skew = data.draw(st.sampled_from(SKEWS), label="skew")
+    dtype = data.draw(st.sampled_from([torch.float32, torch.bfloat16]), label="dtype")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    router_b = rng.permutation(experts) * 0.5
+    if skew == "one expert":
+        router_b[rng.integers(experts)] += 100.0
+    elif skew == "two experts":
+        router_b[rng.choice(experts, min(2, experts), replace=False)] += 100.0
+    elif skew == "half the experts empty":
+        router_b[: experts // 2] -= 100.0
+    layer = Layer(rng, tokens, hidden, intermediate, experts, router_b=router_b)
+    assume(layer.routing_margin(top_k, dtype) > 1e-3)  # no near-ties: float32 and float64 routing agree
+    got = mxfp4.moe(*layer.args(device, dtype), top_k, backend=backend)
+    assert got.shape == (tokens, hidden) and got.dtype == dtype
+    expected = layer.reference(top_k, dtype)
+    assert_close(got, expected, *tolerance(backend, dtype, expected),
+                 what=f"{backend} T={tokens} H={hidden} I={intermediate} E={experts} k={top_k} {skew} {dtype}")
+
+
+# --- GPU: GPT-OSS sizes, CUDA graphs --------------------------------------------------------------------------------
+@pytest.mark.skipif(not HAS_CUDA, reason="GPT-OSS sizes (H = I = 2880) need a CUDA GPU")
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", TRITON_BACKENDS + ("torch",))
+@pytest.mark.parametrize("experts", [32, 128], ids=["gpt-oss-20b-E32", "gpt-oss-120b-E128"])
+@pytest.mark.parametrize("tokens", [1, 8, 300], ids=["T1", "T8", "T300"])
+def test_gpt_oss_sizes(rng, backend, experts, tokens):
+    from mxfp4.dispatch import check_backend
+
+    try:
+        check_backend(mxfp4.Backend(backend), "cuda")
+    except BackendUnavailableError as e:
+        pytest.skip(str(e))
+    hidden = intermediate = 2880
+    layer = Layer(rng, tokens, hidden, intermediate, experts, weight_scale=0.05)
+    router_w, router_b = separated_router(rng, experts, hidden)
+    layer.np.update(router_w=router_w, router_b=router_b)
+    got = mxfp4.moe(*layer.args("cuda", torch.bfloat16, torch.bfloat16), 4, backend=backend)
+    expected = layer.reference(4, torch.bfloat16, torch.bfloat16)
+    assert_close(got, expected, *tolerance(backend, torch.bfloat16, expected), what=f"{backend} E={experts} T={tokens}")
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="CUDA graph capture needs a CUDA GPU")
+@pytest.mark.parametrize("backend", TRITON_BACKENDS)
+def test_cuda_graph_capture(rng, backend):
+    """The Triton path never syncs with the host: a decode step captures in a CUDA graph and replays correctly."""
+    from mxfp4.dispatch import check_backend
+
+    try:
+        check_backend(mxfp4.Backend(backend), "cuda")
+    except BackendUnavailableError as e:
+        pytest.skip(str(e))
+    layer = Layer(rng, 4, 256, 128, 8)
+    args = list(layer.args("cuda", torch.bfloat16))
+    expected = mxfp4.moe(*args, 2, backend=backend)  # compiles outside the capture
+    static_x = args[0].clone()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = mxfp4.moe(static_x, *args[1:], 2, backend=backend)
+    static_x.copy_(args[0])
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, expected)
+
+
+# --- cubins for every architecture -----------------------------------------------------------------------------------
+COMPILE_SCRIPT = """
+import sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from mxfp4.dispatch import Backend
+from mxfp4.triton_kernels.moe import compile_specs
+backend, capability = sys.argv[1], int(sys.argv[2])
+for spec in compile_specs(Backend(backend), num_experts=(32,)):
+    source = ASTSource(fn=spec["fn"], signature=spec["signature"], constexprs=spec["constexprs"])
+    options = {"num_warps": spec["num_warps"], "num_stages": spec["num_stages"]}
+    kernel = triton.compile(source, target=GPUTarget("cuda", capability, 32), options=options)
+    assert kernel.asm["cubin"], spec["name"]
+    print(spec["name"], len(kernel.asm["cubin"]))
+"""
+
+
+@pytest.mark.parametrize("backend,capability", [
+    pytest.param("fp32", 75, id="fp32-sm75-T4"),
+    pytest.param("bf16", 80, id="bf16-sm80-A100"),
+    pytest.param("bf16", 86, id="bf16-sm86-RTX3090", marks=pytest.mark.slow),
+    pytest.param("bf16", 89, id="bf16-sm89-L4", marks=pytest.mark.slow),
+    pytest.param("hopper", 90, id="hopper-sm90-H100"),
+])
+def test_compile_specs_build_cubins(backend, capability):
+    """Every kernel spec compiles to a cubin for its architectures (no GPU needed; run without the interpreter)."""
+    import os
+    import subprocess
+    import sys
+
+    from mxfp4.dispatch import Backend
+    from mxfp4.triton_kernels.moe import compile_specs
+
+    specs = compile_specs(Backend(backend))
+    names = [s["name"] for s in specs]
+    assert len(names) == len(set(names)), f"duplicate spec names: {names}"
+    for spec in specs:
+        assert set(spec) == {"name", "fn", "signature", "constexprs", "num_warps", "num_stages"}, spec["name"]
+        assert set(spec["constexprs"]) <= set(spec["signature"]), spec["name"]
+        assert list(spec["signature"]) == list(spec["fn"].arg_names), f"{spec['name']}: signature order != arguments"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    result = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT, backend, str(capability)], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"compiling for sm_{capability} failed:\n{result.stderr[-3000:]}"
+    assert result.stdout.count("\n") == len(compile_specs(Backend(backend), num_experts=(32,)))
+
+
+def test_compile_specs_torch_is_empty():
+    from mxfp4.dispatch import Backend
+    from mxfp4.triton_kernels.moe import compile_specs
+
+    assert compile_specs(Backend.TORCH) == []
+
+
+# --- validation ---------------------------------------------------------------------------------------------------
+@pytest.fixture
+def good_args(rng):
+    return list(Layer(rng, 3, 64, 32, 4).args("cpu")) + [2]
+
+
+def call(args, **kw):
+    return mxfp4.moe(*args, backend=kw.pop("backend", "torch"), **kw)
+
+
+@pytest.mark.parametrize(
+    "index,value,error,match",
+    [
+        pytest.param(0, torch.randn(3, 4, 64), ValueError, r"x must be \[T, H\]", id="x-3d"),
+        pytest.param(0, torch.randn(3, 65), ValueError, r"router_w must be \[E, H\]", id="x-wrong-H"),
+        pytest.param(0, torch.ones(3, 64, dtype=torch.int32), TypeError, "x must be floating point", id="x-int"),
+        pytest.param(0, np.ones((3, 64)), TypeError, "x must be a torch.Tensor", id="x-numpy"),
+        pytest.param(1, torch.randn(4, 63), ValueError, r"router_w must be \[E, H\]", id="router_w-wrong-H"),
+        pytest.param(2, torch.randn(5), ValueError, r"router_b must be \[E\]", id="router_b-wrong-E"),
+        pytest.param(3, torch.randn(4, 64, 64), TypeError, "w1 must be an MXFP4Tensor", id="w1-dense"),
+        pytest.param(4, torch.randn(4, 63), ValueError, r"b1 must be \[E, 2I\]", id="b1-wrong"),
+        pytest.param(6, torch.randn(4, 65), ValueError, r"b2 must be \[E, H\]", id="b2-wrong"),
+        pytest.param(7, 0, ValueError, "top_k = 0", id="top_k-0"),
+        pytest.param(7, 5, ValueError, r"top_k = 5 must be in \[1, E\] = \[1, 4\]", id="top_k-gt-E"),
+        pytest.param(7, 2.0, TypeError, "top_k must be an int", id="top_k-float"),
+        pytest.param(7, True, TypeError, "top_k must be an int", id="top_k-bool"),
+    ],
+)
+def test_validation_errors(good_args, index, value, error, match):
+    args = list(good_args)
+    args[index] = value
+    with pytest.raises(error, match=match):
+        call(args)
+
+
+def test_validation_w1_w2_shapes(good_args):
+    args = list(good_args)
+    w1, w2 = args[3], args[5]
+    with pytest.raises(ValueError, match=r"w2 .* must be \[E, H, I\]"):
+        call(args[:5] + [MXFP4Tensor(w2.blocks[:, :, :1], w2.scales[:, :, :1], (4, 64, 16), 2)] + args[6:])
+    with pytest.raises(ValueError, match=r"w1 .* must be \[E, 2I, H\] with E = 4"):
+        call(args[:3] + [w1[:3]] + args[4:])
+    with pytest.raises(ValueError, match="even"):
+        call(args[:3] + [MXFP4Tensor(w1.blocks[:, :63], w1.scales[:, :63], (4, 63, 64), 2)] + args[4:])
+    with pytest.raises(ValueError, match="quantized along H"):
+        call(args[:3] + [MXFP4Tensor(w1.blocks, w1.scales, (4, 64, 64), 1)] + args[4:])
+
+
+def test_validation_swiglu_constants(good_args):
+    with pytest.raises(ValueError, match="swiglu_limit"):
+        call(good_args, swiglu_limit=float("nan"))
+    with pytest.raises(ValueError, match="swiglu_alpha"):
+        call(good_args, swiglu_alpha="1.7")
+
+
+def test_validation_devices(good_args):
+    args = list(good_args)
+    args[2] = args[2].to("meta")
+    with pytest.raises(ValueError, match="router_b is on meta but x is on cpu"):
+        call(args)
+
+
+def test_validation_float64_on_triton_path(good_args):
+    args = list(good_args)
+    args[0] = args[0].double()
+    with pytest.raises((TypeError, BackendUnavailableError), match="float64|TRITON_INTERPRET|cannot run"):
+        call(args, backend="fp32")
+
+
+def test_unknown_backend(good_args):
+    with pytest.raises(ValueError, match="unknown MXFP4 backend"):
+        call(good_args, backend="tpu")

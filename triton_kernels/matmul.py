@@ -1,0 +1,570 @@
+"""``y = a @ W.T (+ bias)`` with an MXFP4 weight ``W [N, K]``. Twin of ``mxfp4.reference.matmul``.
+
+Two schedules, both reading the packed weight straight from its checkpoint layout (``blocks uint8 [N, G, 16]``,
+``scales uint8 [N, G]``) and decoding it in registers, so the weight never exists in bf16 in global memory:
+
+* GEMV (decode-sized M): a split-K stream over the weight. Program ``(n, s)`` owns ``BLOCK_N`` rows and the
+  ``s``-th slice of K; every thread loads whole 16-byte MX blocks (one 128-bit load each, coalesced along the row),
+  decodes them with integer bit moves and float32 FMAs on the CUDA cores, and multiplies the block's scale in once
+  per 32 elements (the E8M0 scale is a power of two, so ``scale * sum(v * a) == sum(scale * v * a)`` up to
+  over/underflow). Enough slices are launched to give every SM several programs even at N = 2880. The slices are
+  reduced inside the same launch: each program writes its fp32 partial tile, bumps a per-tile counter, and the
+  last to arrive sums all partials in split order (deterministic), adds the bias once and writes the output. The
+  counters reset themselves, so the cached workspace needs no memset launch: one launch per call.
+* Tiled (large M, and M <= 16 with 16-bit activations where tensor cores beat CUDA-core FMAs):
+  ``[BLOCK_M, BLOCK_N, BLOCK_K]`` tiles in grouped (swizzled) order for L2 reuse; the weight tile is decoded and
+  scaled in registers right before ``tl.dot`` (Hopper has no FP4 tensor cores), activations and packed bytes are
+  software-pipelined (``num_stages``). The same split-K reduction fills the GPU when there are few output tiles.
+
+Numerics: float32 accumulation everywhere; bias added in float32 in the epilogue; one rounding to ``a.dtype`` at the
+end. ``hopper`` / ``bf16``: the dot's operands are the activation dtype (bf16 / fp16; decoded MXFP4 values are exact
+in bf16), an fp32 ``a`` gets an exact fp32 dot (``input_precision="ieee"``). ``fp32`` (sm_75 and GPUs without
+bf16): everything is upcast to float32, fp32 dot and accumulation, no 16-bit intermediate (GPT-OSS activations
+overflow fp16). Elements past K contribute exactly 0 (activations masked to 0; weights there are finite before
+their scale is applied, or explicitly zeroed), and nothing past the end of ``a``, ``blocks``, ``scales`` or
+``bias`` is ever read.
+
+Limits that follow from the operand dtype: on the 16-bit paths the decoded weight ``v * 2**(s-127)`` must fit the
+dot dtype (bf16: scale bytes <= 252; fp16: |w| <= 65504, scale bytes <= 140); the GEMV schedule and fp32
+activations have no such limit.
+
+The workspace for split-K (fp32 partials and int32 counters) is cached per (device, stream), so concurrent calls
+on different streams never share counters.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from mxfp4.dispatch import Backend, BackendUnavailableError, triton_interpreter_enabled
+from mxfp4.spec import BLOCK_SIZE, BYTES_PER_BLOCK, E8M0_BIAS, NIBBLE_BITS, num_blocks
+
+from .mx import decode_mxfp4
+
+__all__ = ["matmul", "compile_specs", "GemvConfig", "TileConfig", "choose_plan"]
+
+# --- the E2M1 bit decode used in the hot loops -------------------------------------------------------------------
+# mx.decode_mxfp4 costs ~16 integer ops and an int->float conversion per element; at decode-sized M the GEMV is
+# memory-bound only if decoding costs about as much as the load (H100: ~24 elements/clock/SM at 3 TB/s, i.e. ~5
+# issue slots per element, integer ops at half rate). So the packed byte is turned into float32 bits directly: the
+# E2M1 magnitude (e1 e0 m) lands on float32 bits 24..22 (the low two exponent bits and the top mantissa bit) and the
+# sign on bit 31. That float32 is the E2M1 value times 2**-126 -- exactly, also for e = 0, which lands in float32's
+# subnormal range (m * 2**-127 = 0.5 * 2**-126 * m) -- and one exact multiply by 2**126 restores it. Three integer
+# ops for the low nibble, two for the high nibble (its sign is bit 7 of the sign-extended byte), one multiply each.
+# tests/test_triton_matmul.py checks it against mx.decode_mxfp4 for every byte. The scale (once per block) still
+# goes through mx.decode_mxfp4, so byte 0 is 2**-127 and byte 255 is NaN exactly as everywhere else.
+E2M1_MANTISSA_SHIFT = 22  # float32 mantissa bits (23) - E2M1 mantissa bits (1)
+E2M1_HIGH_SHIFT = E2M1_MANTISSA_SHIFT - NIBBLE_BITS
+LOW_NIBBLE_TO_TOP = 32 - NIBBLE_BITS  # moves the low nibble's sign bit onto the float32 sign bit
+SIGN_TO_MAGNITUDE = LOW_NIBBLE_TO_TOP - E2M1_MANTISSA_SHIFT
+_E2M1_BITS = tl.constexpr((1 << 31 | 0b111 << E2M1_MANTISSA_SHIFT) - (1 << 32))  # 0x81C00000 as an int32
+_E2M1_LOW_TO_TOP = tl.constexpr(LOW_NIBBLE_TO_TOP)
+_E2M1_SIGN_TO_MAGNITUDE = tl.constexpr(SIGN_TO_MAGNITUDE)
+_E2M1_HIGH_SHIFT = tl.constexpr(E2M1_HIGH_SHIFT)
+_UNDO_SUBNORMAL = tl.constexpr(2.0**126)
+_BYTES_PER_BLOCK = tl.constexpr(BYTES_PER_BLOCK)
+_BLOCK_SIZE = tl.constexpr(BLOCK_SIZE)
+_SCALE_ONE = tl.constexpr(E8M0_BIAS)  # the scale byte of 1.0: what masked scale loads read
+_CODE_ONE = tl.constexpr(2)  # E2M1 code of 1.0: decode_mxfp4(2, s) is the scale 2**(s-127) itself
+
+
+@triton.jit
+def _e2m1_low(byte):
+    """float32 value of the low nibble (element 2i) of packed bytes given as sign-extended int32."""
+    top = byte << _E2M1_LOW_TO_TOP
+    bits = (top | (top >> _E2M1_SIGN_TO_MAGNITUDE)) & _E2M1_BITS
+    return bits.to(tl.float32, bitcast=True) * _UNDO_SUBNORMAL
+
+
+@triton.jit
+def _e2m1_high(byte):
+    """float32 value of the high nibble (element 2i+1) of packed bytes given as sign-extended int32."""
+    bits = (byte << _E2M1_HIGH_SHIFT) & _E2M1_BITS
+    return bits.to(tl.float32, bitcast=True) * _UNDO_SUBNORMAL
+
+
+@triton.jit
+def _scale_value(scale_byte):
+    """float32 2**(s - 127) of E8M0 bytes (int32): byte 0 is 2**-127, byte 255 NaN (mx.decode_mxfp4's rules)."""
+    return decode_mxfp4(tl.full(scale_byte.shape, _CODE_ONE, tl.int32), scale_byte)
+
+
+# --- the epilogue shared by both schedules ------------------------------------------------------------------------
+@triton.jit
+def _store_tile(acc, out_ptr, bias_ptr, offs_m, offs_n, M, N, stride_om, stride_on, HAS_BIAS: tl.constexpr):
+    """acc (fp32 [BLOCK_M, BLOCK_N]) + bias (in fp32) -> out in out's dtype, rows < M and columns < N only."""
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)
+        acc = acc + bias[None, :]
+    mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+    ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :] * stride_on
+    tl.store(ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _finish_tile(acc, out_ptr, bias_ptr, partials_ptr, counters_ptr, tile, split, num_splits, offs_m, offs_n,
+                 M, N, stride_om, stride_on, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Store a finished tile, or (split-K) publish this slice's partial and let the last slice reduce them all."""
+    if num_splits == 1:
+        _store_tile(acc, out_ptr, bias_ptr, offs_m, offs_n, M, N, stride_om, stride_on, HAS_BIAS)
+    else:
+        local = tl.arange(0, BLOCK_M)[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
+        live = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+        tile_partials = partials_ptr + tile * num_splits * (BLOCK_M * BLOCK_N)
+        tl.store(tile_partials + split * (BLOCK_M * BLOCK_N) + local, acc, mask=live)
+        # Every thread's partial must be written before the counter says so; acq_rel at gpu scope publishes them
+        # to the program that arrives last and makes that program see all the others.
+        tl.debug_barrier()
+        arrived = tl.atomic_add(counters_ptr + tile, 1, sem="acq_rel", scope="gpu")
+        if arrived == num_splits - 1:
+            total = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+            for s in range(0, num_splits):  # fixed order: the result does not depend on who finished first
+                total += tl.load(tile_partials + s * (BLOCK_M * BLOCK_N) + local, mask=live, other=0.0,
+                                 cache_modifier=".cg")
+            tl.atomic_xchg(counters_ptr + tile, 0)  # ready for the next launch: no memset between calls
+            _store_tile(total, out_ptr, bias_ptr, offs_m, offs_n, M, N, stride_om, stride_on, HAS_BIAS)
+
+
+@triton.jit
+def _split_range(split, groups_per_split, num_groups, K, STEP: tl.constexpr):
+    """This slice's blocks [begin, end) and where its unmasked steps of STEP whole blocks (all inside K) stop."""
+    begin = split * groups_per_split
+    end = tl.minimum(begin + groups_per_split, num_groups)
+    whole = tl.minimum(end, K // _BLOCK_SIZE)  # blocks with no element past K
+    full_end = begin + tl.maximum(whole - begin, 0) // STEP * STEP
+    return begin, end, full_end
+
+
+# --- GEMV / split-K schedule ---------------------------------------------------------------------------------------
+@triton.jit
+def _gemv_step(acc, g0, w_ptrs, s_ptrs, a_ptrs, offs_byte, offs_g, K, g_end, stride_sg, stride_ak,
+               MASKED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr):
+    """acc[m, n, g] += scale[n, g] * sum_j W[n, g, j] * a[m, g, j] over BLOCK_G blocks starting at block g0."""
+    k_even = g0 * _BLOCK_SIZE + 2 * offs_byte  # K index of each byte's low nibble
+    if MASKED:
+        packed = tl.load(w_ptrs + g0 * _BYTES_PER_BLOCK, mask=(g0 * _BYTES_PER_BLOCK + offs_byte < g_end * _BYTES_PER_BLOCK)[None, :], other=0)
+        scale = tl.load(s_ptrs + g0 * stride_sg, mask=(g0 + offs_g < g_end)[None, :], other=_SCALE_ONE)
+        a_even = tl.load(a_ptrs + k_even[None, :] * stride_ak, mask=(k_even < K)[None, :], other=0.0)
+        a_odd = tl.load(a_ptrs + (k_even + 1)[None, :] * stride_ak, mask=(k_even + 1 < K)[None, :], other=0.0)
+    else:
+        packed = tl.load(w_ptrs + g0 * _BYTES_PER_BLOCK)
+        scale = tl.load(s_ptrs + g0 * stride_sg)
+        a_even = tl.load(a_ptrs + k_even[None, :] * stride_ak)
+        a_odd = tl.load(a_ptrs + (k_even + 1)[None, :] * stride_ak)
+    byte = packed.to(tl.int8, bitcast=True).to(tl.int32)
+    low = _e2m1_low(byte)  # [BLOCK_N, BLOCK_G * 16]; finite, so a 0 activation past K gives exactly 0
+    high = _e2m1_high(byte)
+    prod = low[None, :, :] * a_even.to(tl.float32)[:, None, :] + high[None, :, :] * a_odd.to(tl.float32)[:, None, :]
+    block_sums = tl.sum(tl.reshape(prod, [BLOCK_M, BLOCK_N, BLOCK_G, _BYTES_PER_BLOCK]), axis=3)
+    return acc + block_sums * _scale_value(scale.to(tl.int32))[None, :, :]
+
+
+@triton.jit
+def _mxfp4_gemv_kernel(
+    a_ptr, blocks_ptr, scales_ptr, bias_ptr, out_ptr, partials_ptr, counters_ptr,
+    M, N, K, num_groups, groups_per_split,
+    stride_am, stride_ak, stride_bn, stride_sn, stride_sg, stride_om, stride_on,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, HAS_BIAS: tl.constexpr,
+):
+    """out[m, n] = sum_k a[m, k] * W[n, k] (+ bias[n]) for a [M, K], blocks [N, G, 16] (byte stride 1, block
+    stride 16), scales [N, G]; grid (cdiv(N, BLOCK_N), num_splits, cdiv(M, BLOCK_M))."""
+    pid_n = tl.program_id(0)
+    split = tl.program_id(1)
+    pid_m = tl.program_id(2)
+    num_splits = tl.num_programs(1)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    # Clamped rows keep every load in bounds without a mask (so weight loads stay 128-bit); they are never stored.
+    w_rows = tl.minimum(offs_n, N - 1)
+    a_rows = tl.minimum(offs_m, M - 1)
+    offs_byte = tl.arange(0, BLOCK_G * _BYTES_PER_BLOCK)
+    offs_g = tl.arange(0, BLOCK_G)
+    w_ptrs = blocks_ptr + w_rows.to(tl.int64)[:, None] * stride_bn + offs_byte[None, :]
+    s_ptrs = scales_ptr + w_rows.to(tl.int64)[:, None] * stride_sn + offs_g[None, :] * stride_sg
+    a_ptrs = a_ptr + a_rows.to(tl.int64)[:, None] * stride_am
+
+    begin, end, full_end = _split_range(split, groups_per_split, num_groups, K, BLOCK_G)
+    acc = tl.zeros([BLOCK_M, BLOCK_N, BLOCK_G], dtype=tl.float32)
+    for g0 in range(begin, full_end, BLOCK_G):
+        acc = _gemv_step(acc, g0, w_ptrs, s_ptrs, a_ptrs, offs_byte, offs_g, K, end, stride_sg, stride_ak,
+                         False, BLOCK_M, BLOCK_N, BLOCK_G)
+    if full_end < end:  # at most one step: the slice's remainder and the partial last block
+        acc = _gemv_step(acc, full_end, w_ptrs, s_ptrs, a_ptrs, offs_byte, offs_g, K, end, stride_sg, stride_ak,
+                         True, BLOCK_M, BLOCK_N, BLOCK_G)
+    tile = pid_m * tl.num_programs(0) + pid_n
+    _finish_tile(tl.sum(acc, axis=2), out_ptr, bias_ptr, partials_ptr, counters_ptr, tile, split, num_splits,
+                 offs_m, offs_n, M, N, stride_om, stride_on, HAS_BIAS, BLOCK_M, BLOCK_N)
+
+
+# --- tiled (tensor-core) schedule ------------------------------------------------------------------------------------
+@triton.jit
+def _tile_step(acc, g0, a_ptrs, w_ptrs, s_ptrs, offs_k, offs_g, K, g_end, stride_ak, stride_sg,
+               MASKED: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_DTYPE: tl.constexpr,
+               DOT_IN_FP32: tl.constexpr):
+    """acc += a[:, k0:k0+BLOCK_K] @ W[:, k0:k0+BLOCK_K].T, the weight decoded in registers (k0 = 32 * g0)."""
+    GROUPS: tl.constexpr = BLOCK_K // _BLOCK_SIZE
+    k = g0 * _BLOCK_SIZE + offs_k
+    w_offs = g0 * _BYTES_PER_BLOCK + tl.arange(0, BLOCK_K // 2)
+    if MASKED:
+        a = tl.load(a_ptrs + k[None, :] * stride_ak, mask=(k < K)[None, :], other=0.0)
+        packed = tl.load(w_ptrs + w_offs[None, :], mask=(w_offs < g_end * _BYTES_PER_BLOCK)[None, :], other=0)
+        scale = tl.load(s_ptrs + (g0 + offs_g)[None, :] * stride_sg, mask=(g0 + offs_g < g_end)[None, :],
+                        other=_SCALE_ONE)
+    else:
+        a = tl.load(a_ptrs + k[None, :] * stride_ak)
+        packed = tl.load(w_ptrs + w_offs[None, :])
+        scale = tl.load(s_ptrs + (g0 + offs_g)[None, :] * stride_sg)
+    byte = packed.to(tl.int8, bitcast=True).to(tl.int32)
+    pairs = tl.join(_e2m1_low(byte), _e2m1_high(byte))  # [BLOCK_N, BLOCK_K/2, 2]: element 2i, 2i+1
+    w = tl.reshape(pairs, [BLOCK_N, GROUPS, _BLOCK_SIZE]) * _scale_value(scale.to(tl.int32))[:, :, None]
+    w = tl.reshape(w, [BLOCK_N, BLOCK_K])
+    if MASKED:  # past K a scaled weight may be Inf (huge scale) and Inf * 0 is NaN: zero it instead
+        w = tl.where((k < K)[None, :], w, 0.0)
+    a = a.to(DOT_DTYPE)
+    w = tl.trans(w.to(DOT_DTYPE))
+    if DOT_IN_FP32:  # the same products (16-bit operands are exact in fp32), for interpreters that lack the dtype
+        a = a.to(tl.float32)
+        w = w.to(tl.float32)
+    return tl.dot(a, w, acc, input_precision="ieee")
+
+
+@triton.jit
+def _mxfp4_matmul_kernel(
+    a_ptr, blocks_ptr, scales_ptr, bias_ptr, out_ptr, partials_ptr, counters_ptr,
+    M, N, K, num_groups, groups_per_split,
+    stride_am, stride_ak, stride_bn, stride_sn, stride_sg, stride_om, stride_on,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    HAS_BIAS: tl.constexpr, DOT_DTYPE: tl.constexpr, DOT_IN_FP32: tl.constexpr = False,
+):
+    """out = a @ W.T (+ bias) over [BLOCK_M, BLOCK_N] tiles; grid (tiles, num_splits). Layouts as the GEMV's."""
+    pid = tl.program_id(0)
+    split = tl.program_id(1)
+    num_splits = tl.num_programs(1)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    # Grouped order: GROUP_M row-tiles share each weight column-tile while it is in L2.
+    per_group = GROUP_M * num_pid_n
+    first_m = (pid // per_group) * GROUP_M
+    group_rows = tl.minimum(num_pid_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % per_group) % group_rows
+    pid_n = (pid % per_group) // group_rows
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    offs_g = tl.arange(0, BLOCK_K // _BLOCK_SIZE)
+    a_rows = tl.minimum(offs_m, M - 1)
+    w_rows = tl.minimum(offs_n, N - 1)
+    a_ptrs = a_ptr + a_rows.to(tl.int64)[:, None] * stride_am
+    w_ptrs = blocks_ptr + w_rows.to(tl.int64)[:, None] * stride_bn
+    s_ptrs = scales_ptr + w_rows.to(tl.int64)[:, None] * stride_sn
+
+    begin, end, full_end = _split_range(split, groups_per_split, num_groups, K, BLOCK_K // _BLOCK_SIZE)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for g0 in range(begin, full_end, BLOCK_K // _BLOCK_SIZE):
+        acc = _tile_step(acc, g0, a_ptrs, w_ptrs, s_ptrs, offs_k, offs_g, K, end, stride_ak, stride_sg,
+                         False, BLOCK_N, BLOCK_K, DOT_DTYPE, DOT_IN_FP32)
+    if full_end < end:
+        acc = _tile_step(acc, full_end, a_ptrs, w_ptrs, s_ptrs, offs_k, offs_g, K, end, stride_ak, stride_sg,
+                         True, BLOCK_N, BLOCK_K, DOT_DTYPE, DOT_IN_FP32)
+    _finish_tile(acc, out_ptr, bias_ptr, partials_ptr, counters_ptr, pid, split, num_splits, offs_m, offs_n,
+                 M, N, stride_om, stride_on, HAS_BIAS, BLOCK_M, BLOCK_N)
+
+
+# --- configs ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GemvConfig:
+    """One GEMV launch shape: rows per program, MX blocks per K step, warps; ``max_m`` = rows of a it serves."""
+
+    block_n: int
+    block_g: int
+    num_warps: int
+    block_m: int = 1
+    num_stages: int = 1
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """One tiled launch shape (``block_k`` a multiple of 32)."""
+
+    block_m: int
+    block_n: int
+    block_k: int
+    num_warps: int
+    num_stages: int
+    group_m: int = 8
+    why: str = ""
+
+
+# A hand-written table by shape class rather than triton.autotune: decode latency is a few microseconds, so the
+# launcher must not time configs on first call, re-key per M, or sync; the table is chosen once per (path, shape,
+# dtype) and cached. Each entry says why it exists. Timings behind the choices: bench/ (H100).
+GEMV_CONFIGS = {
+    # M = 1: each thread owns whole 16-byte blocks of 2 rows; 32 rows x 8 blocks = 4 KB per step per program.
+    # Many small programs (and split-K) keep ~64 KB of loads in flight per SM, which hides DRAM latency.
+    1: GemvConfig(block_n=32, block_g=8, num_warps=4, why="M=1: 4 KB/step, 2 x 128-bit loads per thread"),
+    # M = 2..4: the decoded weight is reused for 4 activation rows; fewer rows per program keeps registers < 128.
+    4: GemvConfig(block_n=16, block_g=8, num_warps=4, block_m=4, why="M<=4: decoded values reused over 4 rows"),
+    # fp32 activations / fp32 path up to M = 16: no tensor cores there, so the CUDA-core stream is still the best
+    # schedule; 16 activation rows per program.
+    16: GemvConfig(block_n=16, block_g=4, num_warps=4, block_m=16, why="M<=16 w/o tensor cores"),
+}
+
+TILE_CONFIGS = {
+    # M <= 16 on tensor cores (16-bit activations): one 16-row MMA tile, split-K to fill the SMs; the weight is
+    # read once, so this is still a weight stream, with the per-element FMAs moved off the CUDA cores.
+    "small_m": TileConfig(block_m=16, block_n=64, block_k=128, num_warps=4, num_stages=3, group_m=1,
+                          why="decode M 5..16: mma over 16 rows, weight streamed once"),
+    # 16 < M <= 128: medium tiles, split-K when there are few of them.
+    "mid_m": TileConfig(block_m=64, block_n=128, block_k=64, num_warps=4, num_stages=4,
+                        why="prefill-sized M: 64-row tiles"),
+    # Large M, sm_90: one warpgroup pair (8 warps) on a 128x256 tile for wgmma; the decoded weight tile is shared
+    # by 128 rows, which is what hides the upcast under the MMA.
+    "large_m_hopper": TileConfig(block_m=128, block_n=256, block_k=64, num_warps=8, num_stages=3,
+                                 why="M>128 on sm_90: wgmma 128x256"),
+    # Large M, sm_80..89: mma.sync tiles sized for 100-164 KB of shared memory.
+    "large_m_bf16": TileConfig(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3,
+                               why="M>128 on sm_80-89"),
+    # fp32 dots (fp32 path, fp32 activations): FMA-based dots want smaller tiles and fewer stages (sm_75: 64 KB).
+    "fp32": TileConfig(block_m=64, block_n=64, block_k=32, num_warps=4, num_stages=2, why="fp32 ieee dot"),
+}
+
+# Under TRITON_INTERPRET=1 every program runs in NumPy: small tiles keep CI fast while still exercising split-K,
+# several K steps and the masked tail.
+INTERPRETER_GEMV = GemvConfig(block_n=16, block_g=2, num_warps=4, block_m=4, why="interpreter")
+INTERPRETER_TILE = TileConfig(block_m=16, block_n=32, block_k=64, num_warps=4, num_stages=1, group_m=2,
+                              why="interpreter")
+
+# Decode-sized M: up to this many rows the weight is streamed once by the GEMV (CUDA cores) ...
+GEMV_MAX_M = 4
+# ... and up to this many rows by the 16-row tensor-core tile (16-bit activations); fp32 dots stay on the GEMV.
+SMALL_M_MAX = 16
+# Aim for this many programs per SM on a streaming launch: enough loads in flight to cover DRAM latency.
+PROGRAMS_PER_SM = 4
+# A split-K slice is at least this many K steps, so its partial tile is small next to the weight bytes it reads.
+MIN_STEPS_PER_SPLIT = 2
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a launch needs besides the tensors: computed once per (path, M, N, K, dtype, device)."""
+
+    kernel: object
+    grid: tuple
+    groups_per_split: int
+    constexprs: tuple
+    num_warps: int
+    num_stages: int
+    partial_elems: int
+    tiles: int
+
+
+@functools.lru_cache(maxsize=None)
+def _num_sms(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _dot_dtype(backend: Backend, dtype: torch.dtype):
+    if backend is Backend.FP32 or dtype == torch.float32:
+        return tl.float32
+    return tl.bfloat16 if dtype == torch.bfloat16 else tl.float16
+
+
+def _split(tiles: int, num_groups: int, step_groups: int, num_sms: int) -> tuple[int, int]:
+    """(num_splits, groups_per_split) giving ~PROGRAMS_PER_SM programs per SM, no empty slice."""
+    want = max(1, -(-PROGRAMS_PER_SM * num_sms // tiles))
+    most = max(1, num_groups // (step_groups * MIN_STEPS_PER_SPLIT))
+    splits = min(want, most)
+    per_split = -(-num_groups // splits)
+    per_split = -(-per_split // step_groups) * step_groups
+    return -(-num_groups // per_split), per_split
+
+
+def choose_plan(backend: Backend, M: int, N: int, K: int, dtype: torch.dtype, num_sms: int,
+                schedule: str | None = None, interpreted: bool = False) -> Plan:
+    """The launch for one shape class (cached by the caller). ``schedule``: None (auto), "gemv" or "tiled"."""
+    num_groups = num_blocks(K)
+    dot_dtype = _dot_dtype(backend, dtype)
+    if schedule is None:
+        if M <= GEMV_MAX_M or (M <= SMALL_M_MAX and dot_dtype == tl.float32):
+            schedule = "gemv"
+        else:
+            schedule = "tiled"
+    if schedule == "gemv":
+        if interpreted:
+            cfg = INTERPRETER_GEMV
+        else:
+            cfg = GEMV_CONFIGS[1 if M == 1 else (4 if M <= 4 else 16)]
+        block_m = cfg.block_m
+        tiles_n, tiles_m = triton.cdiv(N, cfg.block_n), triton.cdiv(M, block_m)
+        splits, per_split = _split(tiles_n * tiles_m, num_groups, cfg.block_g, num_sms)
+        return Plan(
+            kernel=_mxfp4_gemv_kernel, grid=(tiles_n, splits, tiles_m), groups_per_split=per_split,
+            constexprs=(("BLOCK_M", block_m), ("BLOCK_N", cfg.block_n), ("BLOCK_G", cfg.block_g)),
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+            partial_elems=splits * tiles_n * tiles_m * block_m * cfg.block_n if splits > 1 else 0,
+            tiles=tiles_n * tiles_m if splits > 1 else 0,
+        )
+    if schedule != "tiled":
+        raise ValueError(f"unknown schedule {schedule!r}; expected 'gemv' or 'tiled'")
+    if interpreted:
+        cfg = INTERPRETER_TILE
+    elif dot_dtype == tl.float32:
+        cfg = TILE_CONFIGS["fp32"]
+    elif M <= SMALL_M_MAX:
+        cfg = TILE_CONFIGS["small_m"]
+    elif M <= 128:
+        cfg = TILE_CONFIGS["mid_m"]
+    else:
+        cfg = TILE_CONFIGS["large_m_hopper" if backend is Backend.HOPPER else "large_m_bf16"]
+    tiles = triton.cdiv(M, cfg.block_m) * triton.cdiv(N, cfg.block_n)
+    step = cfg.block_k // BLOCK_SIZE
+    splits, per_split = _split(tiles, num_groups, step, num_sms)
+    return Plan(
+        kernel=_mxfp4_matmul_kernel, grid=(tiles, splits), groups_per_split=per_split,
+        constexprs=(("BLOCK_M", cfg.block_m), ("BLOCK_N", cfg.block_n), ("BLOCK_K", cfg.block_k),
+                    ("GROUP_M", cfg.group_m), ("DOT_DTYPE", dot_dtype))
+        # Triton 3.9's interpreter multiplies bf16 dot operands as their raw uint16 bits.
+        + ((("DOT_IN_FP32", True),) if interpreted and dot_dtype == tl.bfloat16 else ()),
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        partial_elems=splits * tiles * cfg.block_m * cfg.block_n if splits > 1 else 0,
+        tiles=tiles if splits > 1 else 0,
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_plan(backend, M, N, K, dtype, device_index, schedule, interpreted):
+    # Under the interpreter there is no SM count: pretend 2 SMs so that small test shapes still split K.
+    num_sms = 2 if interpreted else _num_sms(device_index)
+    return choose_plan(backend, M, N, K, dtype, num_sms, schedule, interpreted)
+
+
+_WORKSPACES: dict = {}
+
+
+def _workspace(device: torch.device, partial_elems: int, tiles: int):
+    """fp32 partials and self-resetting int32 counters for split-K, cached per (device, stream), grown on demand."""
+    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
+    key = (device, stream)
+    ws = _WORKSPACES.get(key)
+    if ws is None or ws[0].numel() < partial_elems or ws[1].numel() < tiles:
+        # A larger buffer replaces the old one; the caching allocator keeps the old memory alive until the
+        # work already queued on this stream is done. New counters start at zero (the only memset ever needed).
+        partials = torch.empty(max(partial_elems, 1 if ws is None else ws[0].numel()), dtype=torch.float32, device=device)
+        counters = torch.zeros(max(tiles, 1 if ws is None else ws[1].numel()), dtype=torch.int32, device=device)
+        ws = _WORKSPACES[key] = (partials, counters)
+    return ws
+
+
+def matmul(a: torch.Tensor, blocks: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None,
+           backend: Backend, *, _schedule: str | None = None) -> torch.Tensor:
+    """``a @ W.T (+ bias)`` for an MXFP4 weight W ``[N, K]`` quantized along K; float32 accumulation.
+
+    Args:
+        a: ``[M, K]`` bfloat16 / float16 / float32, any strides (``mxfp4.ops.matmul`` reshapes to 2-D).
+        blocks: ``uint8 [N, G, 16]`` (``G = ceil(K / 32)``), element 2i of each byte in the low nibble; a view
+            with byte stride 1 and block stride 16 is used in place (e.g. one expert of a checkpoint tensor).
+        scales: ``uint8 [N, G]`` E8M0 bytes, any strides.
+        bias: ``[N]`` float tensor or None; added in float32.
+        backend: ``Backend.HOPPER`` / ``BF16`` / ``FP32`` (see the module docstring for what each computes in).
+        _schedule: private, for tests: force ``"gemv"`` or ``"tiled"``.
+
+    Returns:
+        ``[M, N]`` in ``a.dtype`` on ``a.device``.
+
+    >>> w = mxfp4.quantize(torch.randn(5760, 2880, device="cuda"))
+    >>> matmul(torch.randn(1, 2880, device="cuda", dtype=torch.bfloat16), w.blocks, w.scales, None, Backend.HOPPER).shape
+    torch.Size([1, 5760])
+    """
+    M, K = a.shape
+    N, G = scales.shape
+    if blocks.shape != (N, G, BYTES_PER_BLOCK) or G != num_blocks(K):
+        raise ValueError(f"matmul: blocks {tuple(blocks.shape)} / scales {tuple(scales.shape)} do not hold a weight "
+                         f"[N, {K}] (expected [N, {num_blocks(K)}, {BYTES_PER_BLOCK}] and [N, {num_blocks(K)}])")
+    if blocks.stride(2) != 1 or blocks.stride(1) != BYTES_PER_BLOCK:
+        blocks = blocks.contiguous()  # the kernels read each block as 16 contiguous bytes
+    out = torch.empty((M, N), dtype=a.dtype, device=a.device)
+    if M == 0 or N == 0:
+        return out
+    if bias is not None and bias.dtype not in (a.dtype, torch.float32):
+        bias = bias.float()  # the kernels take bias in a's dtype or fp32 (variants compiled for those)
+    interpreted = a.device.type != "cuda"
+    if interpreted and not triton_interpreter_enabled():
+        raise BackendUnavailableError(
+            f"the {Backend(backend).value!r} matmul runs Triton kernels and a is on {a.device}: set TRITON_INTERPRET=1 "
+            "before importing mxfp4, or use backend='torch'")
+    plan = _cached_plan(Backend(backend), M, N, K, a.dtype, -1 if interpreted else a.device.index, _schedule,
+                        interpreted)
+    if plan.tiles:
+        partials, counters = _workspace(a.device, plan.partial_elems, plan.tiles)
+    else:
+        partials = counters = out  # never dereferenced when there is one slice
+    plan.kernel[plan.grid](
+        a, blocks, scales, out if bias is None else bias, out, partials, counters,
+        M, N, K, G, plan.groups_per_split,
+        a.stride(0), a.stride(1), blocks.stride(0), scales.stride(0), scales.stride(1), out.stride(0), out.stride(1),
+        HAS_BIAS=bias is not None, num_warps=plan.num_warps, num_stages=plan.num_stages, **dict(plan.constexprs),
+    )
+    return out
+
+
+# --- ahead-of-time compile list -------------------------------------------------------------------------------------
+_TORCH_TO_SIG = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+
+
+def _signature(a_sig: str, bias_sig: str, kernel) -> dict:
+    sig = {
+        "a_ptr": f"*{a_sig}", "blocks_ptr": "*u8", "scales_ptr": "*u8", "bias_ptr": f"*{bias_sig}",
+        "out_ptr": f"*{a_sig}", "partials_ptr": "*fp32", "counters_ptr": "*i32",
+    }
+    for name in ("M", "N", "K", "num_groups", "groups_per_split", "stride_am", "stride_ak", "stride_bn",
+                 "stride_sn", "stride_sg", "stride_om", "stride_on"):
+        sig[name] = "i32"
+    for name in kernel.arg_names[len(sig):]:
+        sig[name] = "constexpr"
+    return sig
+
+
+def compile_specs(backend: Backend) -> list[dict]:
+    """Every kernel variant ``backend`` can launch, for ahead-of-time compilation checks (triton.compile).
+
+    Each: ``{"name", "fn", "signature", "constexprs", "num_warps", "num_stages"}``. Covers both schedules, every
+    config of the table the path uses, each activation dtype, and bias absent / in a's dtype / in fp32.
+    """
+    backend = Backend(backend)
+    specs = []
+    dtypes = (torch.bfloat16, torch.float16, torch.float32)
+    for dtype in dtypes:
+        a_sig = _TORCH_TO_SIG[dtype]
+        plans = {}
+        # One representative shape per table entry the dispatcher can reach for this path and dtype.
+        for M in (1, 3, 16, 64, 1024):
+            for schedule in ("gemv", "tiled"):
+                if schedule == "gemv" and M > SMALL_M_MAX:
+                    continue
+                plan = choose_plan(backend, M, 4096, 4096, dtype, 132, schedule)
+                plans[(plan.kernel.__name__,) + plan.constexprs + (plan.num_warps, plan.num_stages)] = plan
+        for plan in plans.values():
+            for bias_sig in sorted({None, a_sig, "fp32"}, key=str):
+                constexprs = dict(plan.constexprs, HAS_BIAS=bias_sig is not None)
+                name = "_".join(
+                    [plan.kernel.__name__.strip("_"), a_sig, f"bias_{bias_sig or 'none'}"]
+                    + [f"{k.lower()}{_constexpr_label(v)}" for k, v in plan.constexprs]
+                    + [f"w{plan.num_warps}", f"s{plan.num_stages}"]
+                )
+                specs.append({
+                    "name": name, "fn": plan.kernel,
+                    "signature": _signature(a_sig, bias_sig or a_sig, plan.kernel),
+                    "constexprs": constexprs, "num_warps": plan.num_warps, "num_stages": plan.num_stages,
+                })
+    return specs
+
+
+def _constexpr_label(value) -> str:
+    return str(value).replace("tl.", "").replace("triton.language.", "")

@@ -1,0 +1,149 @@
+"""The GPT-OSS MoE on MXFP4 experts as five Triton launches. Twin of ``mxfp4.reference.moe``.
+
+    1. moe_routing.route            router GEMM + top-k + softmax over the k picked logits   [T, k] ids, weights
+    2. moe_sort.sort_by_expert      histogram + prefix sum + stable scatter of the T*k pairs  counts [E], map [P]
+    3. moe_gate_up.gate_up_swiglu   grouped MXFP4 GEMM over all experts, bias + SwiGLU fused  act [P, I]
+    4. moe_down.down                grouped MXFP4 GEMM, bias, times the routing weight        [P, H] float32
+    5. moe_combine.combine          sum of each token's k rows in slot order, cast            [T, H] x.dtype
+
+Every grid is fixed by (T, k, E, H, I) alone -- no ``.item()``, no host sync -- so a decode step can be captured in
+a CUDA graph. Only the experts that received tokens have weight tiles read (empty experts own no row tiles), and
+each weight byte is read once per row tile: at decode (<= 4 rows per expert) that is once.
+
+Numerics per path: ``hopper`` and ``bf16`` feed bf16 operands to the tensor cores (activations rounded to bf16,
+MXFP4 values exact in bf16) with float32 accumulation, and keep the SwiGLU activations in bf16; ``fp32`` does
+everything in float32 with IEEE dots (no tf32, no fp16/bf16 intermediates) and compiles for sm_75. Routing is
+float32 IEEE on all paths. The result is bitwise deterministic for a given input and path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from mxfp4.dispatch import Backend
+
+from . import moe_combine, moe_down, moe_gate_up, moe_routing, moe_sort
+from .moe_common import next_power_of_2_at_least
+
+#: Pairs (tokens * k) up to which the decode schedule is used: few rows per expert, memory-bound.
+DECODE_MAX_PAIRS = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class GemmConfig:
+    """Tile schedule of a grouped GEMM (``block_k`` counts MXFP4 elements along K; bytes per step are half)."""
+
+    block_m: int
+    block_n: int
+    block_k: int
+    num_warps: int
+    num_stages: int
+    fp32_dot: bool
+    block_e: int = 16
+
+    def constexprs(self) -> dict:
+        return {"BLOCK_M": self.block_m, "BLOCK_N": self.block_n, "BLOCK_K": self.block_k, "BLOCK_E": self.block_e,
+                "FP32_DOT": self.fp32_dot, "INTERPRETED": False}
+
+
+# (gate_up, down) schedules per path and regime. Decode: the minimum dot M (16), narrow N tiles so that the few
+# experts hit still spread over every SM, long K steps for wide weight loads. Prefill: tensor-core tiles.
+# The fp32 path keeps tiles small (float32 operands, FMA dots on sm_75).
+_SCHEDULES = {
+    (Backend.HOPPER, "decode"): (GemmConfig(16, 32, 256, 4, 3, False), GemmConfig(16, 32, 256, 4, 3, False)),
+    (Backend.HOPPER, "prefill"): (GemmConfig(64, 64, 64, 8, 3, False), GemmConfig(64, 128, 64, 8, 3, False)),
+    (Backend.BF16, "decode"): (GemmConfig(16, 32, 256, 4, 3, False), GemmConfig(16, 32, 256, 4, 3, False)),
+    (Backend.BF16, "prefill"): (GemmConfig(64, 64, 64, 4, 3, False), GemmConfig(64, 64, 64, 4, 3, False)),
+    (Backend.FP32, "decode"): (GemmConfig(16, 32, 64, 4, 2, True), GemmConfig(16, 32, 64, 4, 2, True)),
+    (Backend.FP32, "prefill"): (GemmConfig(32, 32, 32, 4, 2, True), GemmConfig(32, 64, 32, 4, 2, True)),
+}
+
+
+def gemm_configs(backend: Backend, pairs: int, num_experts: int) -> tuple[GemmConfig, GemmConfig]:
+    """The (gate_up, down) schedules for ``pairs = T * k`` rows over ``num_experts`` experts on ``backend``."""
+    regime = "decode" if pairs <= DECODE_MAX_PAIRS else "prefill"
+    block_e = next_power_of_2_at_least(num_experts, 16)
+    return tuple(dataclasses.replace(c, block_e=block_e) for c in _SCHEDULES[(Backend(backend), regime)])
+
+
+def moe(x, router_w, router_b, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, top_k, alpha, limit, backend):
+    """``[T, H]`` in ``x.dtype``: the GPT-OSS MoE of ``x [T, H]`` (T >= 1), arguments as validated by ``mxfp4.moe``.
+
+    Args:
+        x: ``[T, H]`` bf16 / fp16 / fp32. router_w ``[E, H]``, router_b ``[E]``, b1 ``[E, 2I]``, b2 ``[E, H]``: float.
+        w1_blocks: ``uint8 [E, 2I, ceil(H/32), 16]``, w1_scales ``uint8 [E, 2I, ceil(H/32)]`` (gate/up interleaved).
+        w2_blocks: ``uint8 [E, H, ceil(I/32), 16]``, w2_scales ``uint8 [E, H, ceil(I/32)]``.
+        top_k: 1..E. alpha, limit: SwiGLU constants (float). backend: Backend.HOPPER / BF16 / FP32.
+
+    >>> y = moe(x, rw, rb, w1.blocks, w1.scales, b1, w2.blocks, w2.scales, b2, 4, 1.702, 7.0, Backend.HOPPER)
+    """
+    backend = Backend(backend)
+    num_experts = router_w.shape[0]
+    pairs = x.shape[0] * top_k
+    gate_up_config, down_config = gemm_configs(backend, pairs, num_experts)
+    act_dtype = torch.float32 if backend is Backend.FP32 else torch.bfloat16
+    w1_blocks, w1_scales = _rows_contiguous(w1_blocks, w1_scales)
+    w2_blocks, w2_scales = _rows_contiguous(w2_blocks, w2_scales)
+
+    expert_ids, routing_weights = moe_routing.route(x, router_w, router_b, top_k)
+    counts, sorted_pairs = moe_sort.sort_by_expert(expert_ids, num_experts)
+    act = moe_gate_up.gate_up_swiglu(
+        x, sorted_pairs, counts, top_k, w1_blocks, w1_scales, b1.contiguous(), alpha, limit, gate_up_config, act_dtype
+    )
+    contributions = moe_down.down(act, sorted_pairs, counts, routing_weights, w2_blocks, w2_scales, b2.contiguous(),
+                                  down_config)
+    return moe_combine.combine(contributions, top_k, x.dtype)
+
+
+def _rows_contiguous(blocks: torch.Tensor, scales: torch.Tensor):
+    """The kernels index ``[E, N]`` by strides but need each row's ``[G, 16]`` bytes and ``[G]`` scales contiguous."""
+    if blocks.stride(-1) != 1 or blocks.stride(-2) != blocks.shape[-1]:
+        blocks = blocks.contiguous()
+    if scales.stride(-1) != 1:
+        scales = scales.contiguous()
+    return blocks, scales
+
+
+# --- ahead-of-time compilation ----------------------------------------------------------------------------------
+_TRITON_TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+
+#: Expert counts of the released GPT-OSS models (gpt-oss-20b, gpt-oss-120b): BLOCK_E is specialized on them.
+GPT_OSS_NUM_EXPERTS = (32, 128)
+
+
+def compile_specs(backend: Backend, activation: torch.dtype | None = None,
+                  num_experts: tuple[int, ...] = GPT_OSS_NUM_EXPERTS) -> list[dict]:
+    """Everything the MoE launches on ``backend``, as cubin specs for ``triton_kernels/aot.py``.
+
+    Each spec: ``{"name", "fn", "signature", "constexprs", "num_warps", "num_stages"}``. Activations (and router
+    weight / biases) default to bf16 on the hopper / bf16 paths and float32 on the fp32 path (sm_75 has no bf16
+    arithmetic; loads of bf16 would still compile).
+    """
+    backend = Backend(backend)
+    if not backend.uses_triton:
+        return []
+    if activation is None:
+        activation = torch.float32 if backend is Backend.FP32 else torch.bfloat16
+    act_type = _TRITON_TYPES[activation]
+    hidden_act_type = "fp32" if backend is Backend.FP32 else "bf16"
+    specs = moe_combine.compile_specs(act_type)
+    for experts in num_experts:
+        specs += moe_routing.compile_specs(act_type, experts)
+        specs += moe_sort.compile_specs(experts)
+        for regime, pairs in (("decode", 1), ("prefill", DECODE_MAX_PAIRS + 1)):
+            gate_up_config, down_config = gemm_configs(backend, pairs, experts)
+            for kernel, module, config in (
+                (moe_gate_up.gate_up_swiglu_kernel, moe_gate_up, gate_up_config),
+                (moe_down.down_kernel, moe_down, down_config),
+            ):
+                specs.append({
+                    "name": f"moe_{kernel.__name__.removesuffix('_kernel')}_{backend.value}_{regime}_{act_type}_e{experts}",
+                    "fn": kernel,
+                    "signature": module.signature(act_type, hidden_act_type),
+                    "constexprs": config.constexprs(),
+                    "num_warps": config.num_warps,
+                    "num_stages": config.num_stages,
+                })
+    return specs

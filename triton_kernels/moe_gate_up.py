@@ -1,0 +1,109 @@
+"""Grouped MXFP4 GEMM 1 of the MoE: ``x @ W1[e].T + b1[e]`` for every expert in one launch, GPT-OSS SwiGLU fused.
+
+Twin of ``mxfp4.reference.moe_gate_up.gate_up_swiglu``. Rows are the (token, slot) pairs sorted by expert; a
+program owns ``BLOCK_M`` rows of one expert (``moe_common.expert_tile``) and ``BLOCK_N`` activation features, i.e.
+the ``2 * BLOCK_N`` interleaved W1 rows ``2j`` (gate) and ``2j + 1`` (up): it keeps a gate and an up accumulator,
+so the pair meets in registers and the epilogue writes ``(up + 1) * gate * sigmoid(alpha * gate)`` directly -- the
+``[rows, 2I]`` pre-activation never reaches memory. MXFP4 weight bytes are decoded to exact float32 in registers
+right before ``tl.dot`` (bf16 for the tensor cores on the hopper / bf16 paths: every MXFP4 value is exact in bf16).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from mxfp4.dispatch import triton_interpreter_enabled
+
+from .moe_common import cast, dot_accumulate, expert_tile, load_columns_even_odd, load_mxfp4_columns, max_tiles
+
+
+def gate_up_swiglu(x, sorted_pairs, counts, top_k, w1_blocks, w1_scales, b1, alpha, limit, config, act_dtype):
+    """``act [P, I]`` in ``act_dtype``, row r = SwiGLU of token ``sorted_pairs[r] // top_k`` through its expert.
+
+    Args:
+        x: ``[T, H]`` activations (any strides). sorted_pairs: ``int32 [P]``; counts: ``int32 [E]`` (``moe_sort``).
+        w1_blocks: ``uint8 [E, 2I, G, 16]`` with contiguous ``[G, 16]`` rows; w1_scales: ``uint8 [E, 2I, G]``.
+        b1: ``[E, 2I]`` contiguous. config: a :class:`mxfp4.triton_kernels.moe.GemmConfig`.
+        act_dtype: torch.bfloat16 (tensor-core paths) or torch.float32 (fp32 path).
+    """
+    hidden = x.shape[1]
+    num_experts, two_i = w1_blocks.shape[0], w1_blocks.shape[1]
+    intermediate = two_i // 2
+    pairs = sorted_pairs.numel()
+    act = torch.empty((pairs, intermediate), dtype=act_dtype, device=x.device)
+    grid = (max_tiles(pairs, num_experts, config.block_m), triton.cdiv(intermediate, config.block_n))
+    gate_up_swiglu_kernel[grid](
+        x, sorted_pairs, counts, w1_blocks, w1_scales, b1, act,
+        hidden, intermediate, num_experts, top_k,
+        x.stride(0), x.stride(1),
+        w1_blocks.stride(0), w1_blocks.stride(1), w1_scales.stride(0), w1_scales.stride(1),
+        alpha, limit,
+        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, BLOCK_E=config.block_e,
+        FP32_DOT=config.fp32_dot, INTERPRETED=triton_interpreter_enabled(),
+        num_warps=config.num_warps, num_stages=config.num_stages,
+    )
+    return act
+
+
+def signature(activation: str, act: str) -> dict:
+    return {
+        "x_ptr": f"*{activation}", "sorted_pairs_ptr": "*i32", "counts_ptr": "*i32",
+        "blocks_ptr": "*u8", "scales_ptr": "*u8", "bias_ptr": f"*{activation}", "act_ptr": f"*{act}",
+        "hidden": "i32", "intermediate": "i32", "num_experts": "i32", "top_k": "i32",
+        "stride_xt": "i32", "stride_xh": "i32",
+        "blocks_stride_e": "i32", "blocks_stride_n": "i32", "scales_stride_e": "i32", "scales_stride_n": "i32",
+        "alpha": "fp32", "limit": "fp32",
+        "BLOCK_M": "constexpr", "BLOCK_N": "constexpr", "BLOCK_K": "constexpr", "BLOCK_E": "constexpr",
+        "FP32_DOT": "constexpr", "INTERPRETED": "constexpr",
+    }
+
+
+@triton.jit
+def gate_up_swiglu_kernel(
+    x_ptr, sorted_pairs_ptr, counts_ptr, blocks_ptr, scales_ptr, bias_ptr, act_ptr,
+    hidden, intermediate, num_experts, top_k,
+    stride_xt, stride_xh,
+    blocks_stride_e, blocks_stride_n, scales_stride_e, scales_stride_n,
+    alpha, limit,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_E: tl.constexpr,
+    FP32_DOT: tl.constexpr, INTERPRETED: tl.constexpr,
+):
+    expert, first_row, rows = expert_tile(counts_ptr, num_experts, tl.program_id(0), BLOCK_M, BLOCK_E)
+    if rows <= 0:
+        return
+    sorted_row = first_row + tl.arange(0, BLOCK_M)
+    row_ok = tl.arange(0, BLOCK_M) < rows
+    token = tl.load(sorted_pairs_ptr + sorted_row, mask=row_ok, other=0) // top_k
+
+    feature = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    feature_ok = feature < intermediate
+    gate_row = 2 * feature
+    up_row = gate_row + 1
+    expert_blocks = blocks_ptr + expert.to(tl.int64) * blocks_stride_e
+    expert_scales = scales_ptr + expert.to(tl.int64) * scales_stride_e
+
+    gate = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, hidden, BLOCK_K):
+        byte = k0 // 2 + tl.arange(0, BLOCK_K // 2)
+        x_even, x_odd = load_columns_even_odd(x_ptr, token, row_ok, byte, hidden, stride_xt, stride_xh)
+        g_even, g_odd = load_mxfp4_columns(expert_blocks, expert_scales, gate_row, feature_ok, byte, hidden,
+                                           blocks_stride_n, scales_stride_n)
+        u_even, u_odd = load_mxfp4_columns(expert_blocks, expert_scales, up_row, feature_ok, byte, hidden,
+                                           blocks_stride_n, scales_stride_n)
+        gate = dot_accumulate(x_even, g_even, gate, FP32_DOT, INTERPRETED)
+        gate = dot_accumulate(x_odd, g_odd, gate, FP32_DOT, INTERPRETED)
+        up = dot_accumulate(x_even, u_even, up, FP32_DOT, INTERPRETED)
+        up = dot_accumulate(x_odd, u_odd, up, FP32_DOT, INTERPRETED)
+
+    bias = bias_ptr + expert.to(tl.int64) * (2 * intermediate)
+    gate += tl.load(bias + gate_row, mask=feature_ok, other=0.0).to(tl.float32)[None, :]
+    up += tl.load(bias + up_row, mask=feature_ok, other=0.0).to(tl.float32)[None, :]
+    # GPT-OSS clamps: gate from above only, up on both sides. Written as selects so NaN propagates as in torch.
+    gate = tl.where(gate > limit, limit, gate)
+    up = tl.where(up > limit, limit, tl.where(up < -limit, -limit, up))
+    act = (up + 1.0) * (gate / (1.0 + tl.exp(-alpha * gate)))
+    out = act_ptr + sorted_row.to(tl.int64)[:, None] * intermediate + feature[None, :]
+    tl.store(out, cast(act, act_ptr.dtype.element_ty, INTERPRETED), mask=row_ok[:, None] & feature_ok[None, :])

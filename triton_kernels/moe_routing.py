@@ -1,0 +1,120 @@
+"""MoE routing: router logits, top-k and the softmax over the k selected logits, in one kernel.
+
+Twin of ``mxfp4.reference.moe_routing.route``. One program handles ``BLOCK_T`` tokens: the router GEMM
+``x @ Wr.T + br`` accumulates in float32 with an IEEE float32 dot on every path (routing decisions flip on tiny
+logit differences, so the router never sees bf16-rounded activations), then k rounds of "largest remaining
+logit, lowest expert index among equals" pick the experts, and the softmax runs over the k picked logits.
+Fixed grid, no host synchronization: the launch is CUDA-graph capturable.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .moe_common import next_power_of_2_at_least
+
+#: Tokens per program and the router GEMM's K step. Tensor-core dots need every dim >= 16.
+ROUTE_BLOCK_T = 16
+ROUTE_BLOCK_H = 64
+ROUTE_NUM_WARPS = 4
+
+
+def route(x: torch.Tensor, router_w: torch.Tensor, router_b: torch.Tensor, top_k: int):
+    """``(expert_ids int32 [T, k], weights float32 [T, k])`` of ``x [T, H]`` for router ``[E, H]`` + ``[E]``.
+
+    Slots come in decreasing logit order; equal logits go to the lowest expert index first; NaN logits rank as
+    -inf (never an out-of-range expert) while the softmax still sees them.
+
+    >>> ids, w = route(torch.randn(3, 64), torch.randn(8, 64), torch.zeros(8), 2)    # [3, 2] int32, [3, 2] fp32
+    """
+    tokens, hidden = x.shape
+    num_experts = router_w.shape[0]
+    ids = torch.empty((tokens, top_k), dtype=torch.int32, device=x.device)
+    weights = torch.empty((tokens, top_k), dtype=torch.float32, device=x.device)
+    router_w = router_w.contiguous()
+    router_b = router_b.contiguous()
+    grid = (triton.cdiv(tokens, ROUTE_BLOCK_T),)
+    route_topk_softmax_kernel[grid](
+        x, router_w, router_b, ids, weights,
+        tokens, hidden, num_experts, top_k,
+        x.stride(0), x.stride(1),
+        BLOCK_T=ROUTE_BLOCK_T, BLOCK_H=ROUTE_BLOCK_H, BLOCK_E=route_block_e(num_experts),
+        num_warps=ROUTE_NUM_WARPS,
+    )
+    return ids, weights
+
+
+def route_block_e(num_experts: int) -> int:
+    """Experts held in one register tile: a power of two, at least 16 (the dot's minimum N)."""
+    return next_power_of_2_at_least(num_experts, 16)
+
+
+def compile_specs(activation: str, num_experts: int) -> list[dict]:
+    """Cubin specs (see ``mxfp4.triton_kernels.moe.compile_specs``) for activations of Triton type ``activation``."""
+    return [
+        {
+            "name": f"moe_route_topk_softmax_{activation}_e{num_experts}",
+            "fn": route_topk_softmax_kernel,
+            "signature": {
+                "x_ptr": f"*{activation}", "router_w_ptr": f"*{activation}", "router_b_ptr": f"*{activation}",
+                "ids_ptr": "*i32", "weights_ptr": "*fp32",
+                "tokens": "i32", "hidden": "i32", "num_experts": "i32", "top_k": "i32",
+                "stride_xt": "i32", "stride_xh": "i32",
+                "BLOCK_T": "constexpr", "BLOCK_H": "constexpr", "BLOCK_E": "constexpr",
+            },
+            "constexprs": {"BLOCK_T": ROUTE_BLOCK_T, "BLOCK_H": ROUTE_BLOCK_H, "BLOCK_E": route_block_e(num_experts)},
+            "num_warps": ROUTE_NUM_WARPS,
+            "num_stages": 1,
+        }
+    ]
+
+
+@triton.jit
+def route_topk_softmax_kernel(
+    x_ptr, router_w_ptr, router_b_ptr, ids_ptr, weights_ptr,
+    tokens, hidden, num_experts, top_k,
+    stride_xt, stride_xh,
+    BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_E: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    token = pid * BLOCK_T + tl.arange(0, BLOCK_T)
+    token_ok = token < tokens
+    expert = tl.arange(0, BLOCK_E)
+    expert_ok = expert < num_experts
+
+    logits = tl.zeros((BLOCK_T, BLOCK_E), dtype=tl.float32)
+    for h0 in range(0, hidden, BLOCK_H):
+        h = h0 + tl.arange(0, BLOCK_H)
+        h_ok = h < hidden
+        x = tl.load(x_ptr + token[:, None] * stride_xt + h[None, :] * stride_xh,
+                    mask=token_ok[:, None] & h_ok[None, :], other=0.0).to(tl.float32)
+        w_t = tl.load(router_w_ptr + expert[None, :] * hidden + h[:, None],
+                      mask=expert_ok[None, :] & h_ok[:, None], other=0.0).to(tl.float32)
+        logits = tl.dot(x, w_t, logits, input_precision="ieee")
+    logits += tl.load(router_b_ptr + expert, mask=expert_ok, other=0.0).to(tl.float32)[None, :]
+
+    # Selection key: NaN ranks as -inf. Padded experts are excluded by `available`, not by a value, so a row of
+    # -inf logits still picks real experts (lowest index first).
+    key = tl.where(logits != logits, float("-inf"), logits)
+    available = tl.broadcast_to(expert_ok[None, :], (BLOCK_T, BLOCK_E))
+    rank = tl.full((BLOCK_T, BLOCK_E), -1, dtype=tl.int32)
+    for slot in range(0, top_k):
+        best = tl.max(tl.where(available, key, float("-inf")), axis=1)
+        is_best = available & (key == best[:, None])
+        chosen = tl.min(tl.where(is_best, expert[None, :], BLOCK_E), axis=1)
+        picked = expert[None, :] == chosen[:, None]
+        rank = tl.where(picked, slot, rank)
+        available = available & ~picked
+
+    # Softmax over the picked logits only; the slot-0 logit is their maximum.
+    top = tl.sum(tl.where(rank == 0, logits, 0.0), axis=1)
+    numerators = tl.where(rank >= 0, tl.exp(logits - top[:, None]), 0.0)
+    probs = numerators / tl.sum(numerators, axis=1)[:, None]
+    for slot in range(0, top_k):
+        in_slot = rank == slot
+        slot_expert = tl.sum(tl.where(in_slot, expert[None, :], 0), axis=1)
+        slot_weight = tl.sum(tl.where(in_slot, probs, 0.0), axis=1)
+        tl.store(ids_ptr + token * top_k + slot, slot_expert, mask=token_ok)
+        tl.store(weights_ptr + token * top_k + slot, slot_weight, mask=token_ok)

@@ -1,0 +1,76 @@
+"""Device functions shared by the MXFP4 kernels: E2M1 / E8M0 decode, written once from ``mxfp4.spec``.
+
+Not a kernel: ``@triton.jit`` helpers that the kernels inline. Every value decoded here is exact in float32, so a
+kernel that stores it to bf16/fp16 rounds once, as the reference's float64 -> dtype cast does.
+"""
+
+import triton
+import triton.language as tl
+
+from mxfp4.spec import E2M1_MAGNITUDE_MASK, E2M1_SIGN_BIT, E8M0_BIAS, E8M0_NAN, NIBBLE_BITS, NIBBLE_MASK
+
+# As tl.constexpr so the jit functions below can read them.
+SIGN_BIT = tl.constexpr(E2M1_SIGN_BIT)
+MAGNITUDE_MASK = tl.constexpr(E2M1_MAGNITUDE_MASK)
+SCALE_BIAS = tl.constexpr(E8M0_BIAS)
+SCALE_NAN = tl.constexpr(E8M0_NAN)
+LOW_NIBBLE = tl.constexpr(NIBBLE_MASK)
+HIGH_SHIFT = tl.constexpr(NIBBLE_BITS)
+# E8M0 spans 2**-127 .. 2**127 and float32's normal range stops at 2**-126, so a scale is applied as two normal
+# powers of two whose product is exact; FLOAT32_EXPONENT_BIAS builds each one from its exponent bits.
+FLOAT32_EXPONENT_BIAS = tl.constexpr(127)
+FLOAT32_MANTISSA_BITS = tl.constexpr(23)
+
+
+@triton.jit
+def e2m1_twice(code):
+    """2 * |value| of E2M1 codes (int32, 0..15) as int32: 0, 1, 2, 3, 4, 6, 8, 12.
+
+    Exponent field e = mag >> 1 and mantissa bit m = mag & 1: e = 0 is subnormal (2*value = m), otherwise
+    2*value = (2 + m) << (e - 1). Integer arithmetic, no table: the same code runs in every kernel and path.
+    """
+    magnitude = code & MAGNITUDE_MASK
+    exponent = magnitude >> 1
+    mantissa = magnitude & 1
+    normal = (2 + mantissa) << tl.maximum(exponent - 1, 0)
+    return tl.where(exponent == 0, mantissa, normal)
+
+
+@triton.jit
+def e2m1_sign(code):
+    """+1.0 / -1.0 (float32) from the sign bit of E2M1 codes (int32)."""
+    return tl.where((code & SIGN_BIT) != 0, -1.0, 1.0)
+
+
+@triton.jit
+def pow2(exponent):
+    """2.0 ** exponent (float32) for int32 exponents in float32's normal range [-126, 127], from the bits."""
+    bits = (exponent + FLOAT32_EXPONENT_BIAS) << FLOAT32_MANTISSA_BITS
+    return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def decode_mxfp4(code, scale):
+    """float32 value of E2M1 codes (int32, 0..15) under E8M0 scale bytes (int32, 0..255, broadcastable).
+
+    value = sign * (2*|v|) * 2**(scale - 127 - 1); the power of two is split into two normal factors
+    (2**hi * 2**lo, each in [-64, 64]) so that scale byte 0 gives 2**-127, not 0; scale 255 gives NaN.
+    """
+    exponent = scale - SCALE_BIAS - 1
+    hi = exponent >> 1
+    lo = exponent - hi
+    value = e2m1_sign(code) * e2m1_twice(code).to(tl.float32)
+    value = (value * pow2(hi)) * pow2(lo)
+    return tl.where(scale == SCALE_NAN, float("nan"), value)
+
+
+@triton.jit
+def unpack_low(byte):
+    """Element 2i of each packed byte (int32): the low nibble."""
+    return byte & LOW_NIBBLE
+
+
+@triton.jit
+def unpack_high(byte):
+    """Element 2i+1 of each packed byte (int32): the high nibble."""
+    return (byte >> HIGH_SHIFT) & LOW_NIBBLE
