@@ -21,6 +21,7 @@ _LAZY = {
     "moe": "mxfp4.moe",
     "save_file": "mxfp4.io",
     "load_file": "mxfp4.io",
+    "MXFP4FormatError": "mxfp4.io",
     "Backend": "mxfp4.dispatch",
     "ScaleMode": "mxfp4.spec",
 }

@@ -27,7 +27,15 @@ from safetensors.torch import save_file as _safetensors_save_file
 
 from .tensor import MXFP4Tensor
 
-__all__ = ["save_file", "load_file", "read_metadata", "MXFP4FormatError", "BLOCKS_SUFFIX", "SCALES_SUFFIX", "METADATA_KEY"]
+__all__ = [
+    "save_file",
+    "load_file",
+    "read_metadata",
+    "MXFP4FormatError",
+    "BLOCKS_SUFFIX",
+    "SCALES_SUFFIX",
+    "METADATA_KEY",
+]
 
 BLOCKS_SUFFIX = "_blocks"
 SCALES_SUFFIX = "_scales"
@@ -40,7 +48,11 @@ class MXFP4FormatError(ValueError):
     """A safetensors file is truncated, corrupt, or holds MXFP4 tensors that do not fit together."""
 
 
-def save_file(tensors: Mapping[str, torch.Tensor | MXFP4Tensor], path: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> None:
+def save_file(
+    tensors: Mapping[str, torch.Tensor | MXFP4Tensor],
+    path: str | os.PathLike,
+    metadata: Mapping[str, str] | None = None,
+) -> None:
     """Write ``tensors`` to a safetensors file at ``path``.
 
     Args:
@@ -64,7 +76,8 @@ def save_file(tensors: Mapping[str, torch.Tensor | MXFP4Tensor], path: str | os.
     def put(stored_name: str, tensor: torch.Tensor, logical_name: str) -> None:
         if stored_name in stored:
             raise ValueError(
-                f"save_file: {logical_name!r} and {origin[stored_name]!r} would both be stored as {stored_name!r}; rename one"
+                f"save_file: {logical_name!r} and {origin[stored_name]!r} would both be stored as {stored_name!r}; "
+                "rename one"
             )
         stored[stored_name] = tensor
         origin[stored_name] = logical_name
@@ -79,7 +92,9 @@ def save_file(tensors: Mapping[str, torch.Tensor | MXFP4Tensor], path: str | os.
         elif isinstance(value, torch.Tensor):
             put(name, value, name)
         else:
-            raise TypeError(f"save_file: {name!r} is a {type(value).__name__}, expected a torch.Tensor or an MXFP4Tensor")
+            raise TypeError(
+                f"save_file: {name!r} is a {type(value).__name__}, expected a torch.Tensor or an MXFP4Tensor"
+            )
 
     header = {"format": "pt"}
     for key, value in (metadata or {}).items():
@@ -115,7 +130,7 @@ def _independent_cpu_tensors(stored: dict[str, torch.Tensor]) -> dict[str, torch
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The ``str -> str`` metadata of a safetensors file (the ``mxfp4`` layout entry included), without loading tensors."""
+    """The ``str -> str`` metadata of a safetensors file (the ``mxfp4`` layout entry included); loads no tensor."""
     path = os.fspath(path)
     with _open(path, "cpu") as handle:
         return dict(handle.metadata() or {})
@@ -130,7 +145,7 @@ def load_file(path: str | os.PathLike, device: str | torch.device = "cpu") -> di
         device: where the tensors go (``"cpu"``, ``"cuda:0"``, ...), one tensor at a time.
 
     Returns:
-        name -> tensor or MXFP4Tensor, in the file's order.
+        name -> tensor or MXFP4Tensor (MXFP4 pairs under their logical name ``NAME``).
 
     Raises:
         FileNotFoundError: no such file.
@@ -155,12 +170,14 @@ def load_file(path: str | os.PathLike, device: str | torch.device = "cpu") -> di
             if name in paired:
                 logical = name[: -len(BLOCKS_SUFFIX)]
                 blocks_name, scales_name = pairs[logical]
-                value = _load_pair(path, handle, logical, blocks_name, scales_name, layout.get(logical), device)
+                value = _load_pair(path, handle, logical, blocks_name, scales_name, (layout or {}).get(logical), device)
             else:
                 logical = name
                 value = _get(path, handle, name).to(device)
             if logical in result:
-                raise MXFP4FormatError(f"{path}: {logical!r} is both a tensor and an MXFP4 pair ({logical}{BLOCKS_SUFFIX}); rename one")
+                raise MXFP4FormatError(
+                    f"{path}: {logical!r} is both a tensor and an MXFP4 pair ({logical}{BLOCKS_SUFFIX}); rename one"
+                )
             result[logical] = value
         return result
 
@@ -178,7 +195,9 @@ class _open:
         except (SafetensorError, OSError, ValueError) as error:
             if isinstance(error, FileNotFoundError):
                 raise
-            raise MXFP4FormatError(f"{self.path}: not a readable safetensors file (truncated or corrupt?): {error}") from error
+            raise MXFP4FormatError(
+                f"{self.path}: not a readable safetensors file (truncated or corrupt?): {error}"
+            ) from error
 
     def __exit__(self, *exc):
         return self.context.__exit__(*exc)
@@ -188,7 +207,9 @@ def _get(path: str, handle, name: str) -> torch.Tensor:
     try:
         return handle.get_tensor(name)
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise MXFP4FormatError(f"{path}: tensor {name!r} cannot be read (truncated or corrupt file?): {error}") from error
+        raise MXFP4FormatError(
+            f"{path}: tensor {name!r} cannot be read (truncated or corrupt file?): {error}"
+        ) from error
 
 
 def _layout(path: str, metadata: dict | None) -> dict[str, dict] | None:
@@ -200,10 +221,13 @@ def _layout(path: str, metadata: dict | None) -> dict[str, dict] | None:
     except json.JSONDecodeError as error:
         raise MXFP4FormatError(f"{path}: metadata {METADATA_KEY!r} is not valid JSON: {error}") from None
     if not isinstance(record, dict) or not isinstance(record.get("tensors"), dict):
-        raise MXFP4FormatError(f"{path}: metadata {METADATA_KEY!r} has no 'tensors' table: {metadata[METADATA_KEY][:200]!r}")
+        raise MXFP4FormatError(
+            f"{path}: metadata {METADATA_KEY!r} has no 'tensors' table: {metadata[METADATA_KEY][:200]!r}"
+        )
     if record.get("version") != FORMAT_VERSION:
         raise MXFP4FormatError(
-            f"{path}: MXFP4 layout version {record.get('version')!r}; this mxfp4 reads version {FORMAT_VERSION} (upgrade mxfp4?)"
+            f"{path}: MXFP4 layout version {record.get('version')!r}; this mxfp4 reads version {FORMAT_VERSION} "
+            "(upgrade mxfp4?)"
         )
     for name, entry in record["tensors"].items():
         shape = entry.get("shape") if isinstance(entry, dict) else None
@@ -214,7 +238,9 @@ def _layout(path: str, metadata: dict | None) -> dict[str, dict] | None:
             or not isinstance(axis, int)
             or isinstance(axis, bool)
         ):
-            raise MXFP4FormatError(f"{path}: MXFP4 layout of {name!r} needs an int list 'shape' and an int 'axis', got {entry!r}")
+            raise MXFP4FormatError(
+                f"{path}: MXFP4 layout of {name!r} needs an int list 'shape' and an int 'axis', got {entry!r}"
+            )
     return record["tensors"]
 
 
@@ -252,5 +278,7 @@ def _load_pair(path, handle, logical, blocks_name, scales_name, entry, device) -
         else:
             value = MXFP4Tensor.from_blocks(blocks, scales, shape=entry["shape"], axis=entry["axis"])
     except (TypeError, ValueError) as error:
-        raise MXFP4FormatError(f"{path}: MXFP4 tensor {logical!r} ({blocks_name}, {scales_name}) is inconsistent: {error}") from None
+        raise MXFP4FormatError(
+            f"{path}: MXFP4 tensor {logical!r} ({blocks_name}, {scales_name}) is inconsistent: {error}"
+        ) from None
     return value.to(device)

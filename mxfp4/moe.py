@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
+import types
 
 import torch
 
@@ -55,8 +57,9 @@ def moe(
     Numerics: routing (router GEMM, top-k, softmax) is computed in float32 on every path. The torch path
     dequantizes one expert at a time to float32 (float64 for float64 input). The ``hopper``/``bf16`` paths feed
     bfloat16 operands to the tensor cores (activations rounded to bf16; MXFP4 weights are exact in bf16) with
-    float32 accumulation; the ``fp32`` path keeps everything in float32. Each path is deterministic: the k
-    contributions of a token are summed in slot order, with no atomics.
+    float32 accumulation; the ``fp32`` path keeps everything in float32. Every path is deterministic (bitwise
+    run to run, no atomics): the Triton paths sum a token's k contributions in slot order, the torch path in
+    expert order.
 
     Raises:
         TypeError: an argument has the wrong type or dtype.
@@ -184,3 +187,14 @@ def _moe_torch(x, router_w, router_b, w1, b1, w2, b2, top_k, alpha, limit) -> to
         del down_w
         out.index_add_(0, token_idx, y * weights[token_idx, slot, None])
     return out.to(x.dtype)
+
+
+class _CallableModule(types.ModuleType):
+    """Importing this submodule (``from mxfp4.moe import ...``) rebinds the package attribute ``mxfp4.moe`` from
+    the function to the module, which would break ``mxfp4.moe(x, ...)``: so the module itself forwards calls."""
+
+    def __call__(self, *args, **kwargs):
+        return moe(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

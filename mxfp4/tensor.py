@@ -132,9 +132,12 @@ class MXFP4Tensor:
         """Index the leading (non-quantized) dims of storage, e.g. ``experts[e]``; the quantized axis stays whole."""
         if self.axis != self.ndim - 1:
             raise NotImplementedError("indexing is supported for tensors quantized along their last axis")
-        blocks, scales = self.blocks[index], self.scales[index]
-        if blocks.dim() < 2 or blocks.shape[-1] != BYTES_PER_BLOCK or blocks.shape[-2] != self.num_blocks:
+        index = index if isinstance(index, tuple) else (index,)
+        if any(i is Ellipsis for i in index) or len(index) > self.ndim - 1:
             raise IndexError(f"index {index!r} reaches into the quantized axis of an MXFP4Tensor of shape {tuple(self.shape)}")
+        # Index the batch dims only: the trailing [G, 16] / [G] stay whole whatever the index looks like.
+        blocks = self.blocks[index + (Ellipsis, slice(None), slice(None))]
+        scales = self.scales[index + (Ellipsis, slice(None))]
         shape = tuple(blocks.shape[:-2]) + (self.length,)
         return MXFP4Tensor(blocks, scales, shape, len(shape) - 1)
 

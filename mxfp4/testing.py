@@ -74,6 +74,8 @@ CANONICAL_TOP_MAGNITUDES = (4.0, E2M1_MAX)
 _CANONICAL_TOP_CODES = tuple(E2M1_MAGNITUDES.index(m) for m in CANONICAL_TOP_MAGNITUDES)
 _MIDPOINTS = tuple(mid for mid, _ in E2M1_ROUNDING_THRESHOLDS)
 # Scaled magnitudes in (6, 8): what the floor rule saturates. 7 sits where the grid's next point (8) would tie.
+_DEFAULT_GROUPS = st.integers(1, 6)
+"""Blocks per row that the byte strategies draw by default."""
 _SATURATING = (6.0 + 2.0**-20, 6.25, 6.5, 7.0, 7.5, 8.0 - 2.0**-20)
 
 
@@ -90,7 +92,7 @@ def _as_strategy(value) -> st.SearchStrategy:
 
 
 @st.composite
-def mx_blocks(draw, *, batch_shape=(), num_groups=st.integers(1, 6), allow_nan_scale: bool = True):
+def mx_blocks(draw, *, batch_shape=(), num_groups=_DEFAULT_GROUPS, allow_nan_scale: bool = True):
     """Arbitrary MXFP4 storage: ``(blocks uint8 [*batch, G, 16], scales uint8 [*batch, G])``.
 
     Every byte pattern is a valid encoding (each nibble is an E2M1 code, each scale byte an E8M0 value; 255 is a
@@ -126,12 +128,12 @@ def is_canonical(blocks, scales) -> np.ndarray:
 
 
 @st.composite
-def canonical_mx_blocks(draw, *, batch_shape=(), num_groups=st.integers(1, 6), allow_nan_scale: bool = True):
+def canonical_mx_blocks(draw, *, batch_shape=(), num_groups=_DEFAULT_GROUPS, allow_nan_scale: bool = True):
     """MXFP4 storage that every scale mode reproduces: ``quantize(dequantize(q, float64), mode) == q``.
 
     Returns ``(blocks uint8 [*batch, G, 16], scales uint8 [*batch, G])`` with every block canonical
-    (see :func:`is_canonical`): random codes, then one element per block set to ±4 or ±6 where the scale is 1..254,
-    and all codes cleared where the scale is 255.
+    (see :func:`is_canonical`): random codes; where the scale is 1..254 and no element has magnitude 4 or 6, one
+    element is set to ±4 or ±6; all codes cleared where the scale is 255.
     """
     blocks, scales = draw(mx_blocks(batch_shape=batch_shape, num_groups=num_groups, allow_nan_scale=allow_nan_scale))
     codes = reference.unpack(blocks).reshape(*scales.shape, BLOCK_SIZE).copy()
@@ -139,11 +141,10 @@ def canonical_mx_blocks(draw, *, batch_shape=(), num_groups=st.integers(1, 6), a
     for i in range(flat_scales.size):
         if flat_scales[i] == E8M0_NAN:
             flat_codes[i] = 0
-        elif flat_scales[i] != 0:
+        elif flat_scales[i] != 0 and np.max(flat_codes[i] & E2M1_MAGNITUDE_MASK) < min(_CANONICAL_TOP_CODES):
             position = draw(st.integers(0, BLOCK_SIZE - 1))
-            if np.max(flat_codes[i] & E2M1_MAGNITUDE_MASK) < min(_CANONICAL_TOP_CODES):
-                top = draw(st.sampled_from(_CANONICAL_TOP_CODES))
-                flat_codes[i, position] = (flat_codes[i, position] & E2M1_SIGN_BIT) | top
+            top = draw(st.sampled_from(_CANONICAL_TOP_CODES))
+            flat_codes[i, position] = (flat_codes[i, position] & E2M1_SIGN_BIT) | top
     codes = flat_codes.reshape(*scales.shape[:-1], scales.shape[-1] * BLOCK_SIZE)
     return reference.pack(codes.astype(np.uint8)), scales
 
@@ -237,7 +238,9 @@ def _one_hot_block(draw, dtype):
 def _wide_block(draw, dtype):
     """Any finite values of ``dtype``: exponents spread over the whole range within one block."""
     width = np.finfo(dtype).bits
-    return draw(hnp.arrays(np.float64, BLOCK_SIZE, elements=st.floats(allow_nan=False, allow_infinity=False, width=width)))
+    return draw(
+        hnp.arrays(np.float64, BLOCK_SIZE, elements=st.floats(allow_nan=False, allow_infinity=False, width=width))
+    )
 
 
 @st.composite
@@ -290,7 +293,9 @@ def mx_shapes(draw, *, max_dims: int = 3, max_side: int = 4, max_length: int = 1
     axis = draw(st.integers(0, ndim - 1))
     shape = [draw(st.integers(1, max_side)) for _ in range(ndim)]
     special_lengths = [1, 31, 32, 33, 63, 100]
-    shape[axis] = draw(st.one_of(st.sampled_from([n for n in special_lengths if n <= max_length]), st.integers(1, max_length)))
+    shape[axis] = draw(
+        st.one_of(st.sampled_from([n for n in special_lengths if n <= max_length]), st.integers(1, max_length))
+    )
     return tuple(shape), axis
 
 
@@ -348,7 +353,9 @@ def _check_shapes(got: np.ndarray, expected: np.ndarray, what: str) -> None:
         raise AssertionError(f"{what}: shape {got.shape} != expected {expected.shape}")
 
 
-def assert_blocks_equal(blocks, scales, expected_blocks, expected_scales, *, compare_nan_blocks: bool = False, what: str = "") -> None:
+def assert_blocks_equal(
+    blocks, scales, expected_blocks, expected_scales, *, compare_nan_blocks: bool = False, what: str = ""
+) -> None:
     """Assert MXFP4 storage equals the expected bytes; on failure say where (block index, byte, element) and how.
 
     Args:
@@ -359,7 +366,10 @@ def assert_blocks_equal(blocks, scales, expected_blocks, expected_scales, *, com
     """
     prefix = f"{what}: " if what else ""
     blocks, scales = _numpy(blocks, "blocks"), _numpy(scales, "scales")
-    expected_blocks, expected_scales = _numpy(expected_blocks, "expected_blocks"), _numpy(expected_scales, "expected_scales")
+    expected_blocks, expected_scales = (
+        _numpy(expected_blocks, "expected_blocks"),
+        _numpy(expected_scales, "expected_scales"),
+    )
     for name, got in (("blocks", blocks), ("scales", scales)):
         if got.dtype != np.uint8:
             raise AssertionError(f"{prefix}{name} dtype {got.dtype} != uint8")
@@ -383,9 +393,11 @@ def assert_blocks_equal(blocks, scales, expected_blocks, expected_scales, *, com
         got_b, want_b = int(blocks.flat[first]), int(expected_blocks.flat[first])
         element = where[-1] * 2
         raise AssertionError(
-            f"{prefix}{int(byte_differs.sum())} of {blocks.size} element bytes differ; first at block {where[:-1]}, byte "
+            f"{prefix}{int(byte_differs.sum())} of {blocks.size} element bytes differ; "
+            f"first at block {where[:-1]}, byte "
             f"{where[-1]} (elements {element} and {element + 1}): got 0x{got_b:02x} (codes {_describe_byte(got_b)}), "
-            f"expected 0x{want_b:02x} (codes {_describe_byte(want_b)}); block scale byte {int(expected_scales[where[:-1]])}"
+            f"expected 0x{want_b:02x} (codes {_describe_byte(want_b)}); "
+            f"block scale byte {int(expected_scales[where[:-1]])}"
         )
 
 
@@ -399,7 +411,9 @@ def _describe_byte(byte: int) -> str:
     return f"{low}={values[0]:g}, {high}={values[1]:g}"
 
 
-def assert_quantize_matches_reference(x, blocks, scales, *, axis: int = -1, scale_mode: ScaleMode | str = "floor") -> None:
+def assert_quantize_matches_reference(
+    x, blocks, scales, *, axis: int = -1, scale_mode: ScaleMode | str = "floor"
+) -> None:
     """Assert ``(blocks, scales)`` is bit for bit ``mxfp4.reference.quantize(x, axis, scale_mode)``.
 
     ``x`` may be a NumPy array or torch tensor (bfloat16 allowed); blocks/scales as your kernel returns them
@@ -409,7 +423,9 @@ def assert_quantize_matches_reference(x, blocks, scales, *, axis: int = -1, scal
     mode = ScaleMode.parse(scale_mode)
     expected_blocks, expected_scales = reference.quantize(x_np, axis=axis, scale_mode=mode)
     try:
-        assert_blocks_equal(blocks, scales, expected_blocks, expected_scales, what=f"quantize(scale_mode={mode.value!r})")
+        assert_blocks_equal(
+            blocks, scales, expected_blocks, expected_scales, what=f"quantize(scale_mode={mode.value!r})"
+        )
     except AssertionError as error:
         got_blocks, got_scales = _numpy(blocks, "blocks"), _numpy(scales, "scales")
         if got_blocks.shape != expected_blocks.shape or got_scales.shape != expected_scales.shape:
@@ -462,7 +478,8 @@ def assert_close_to_reference(got, expected, *, rtol: float, atol: float = 0.0, 
         first = int(np.flatnonzero(nan_mismatch)[0])
         raise AssertionError(
             f"{what}: NaN at {int(nan_mismatch.sum())} places where the reference has none (or the reverse); first at "
-            f"{_index(first, got_np.shape)}: got {got_np.flat[first].item()!r}, expected {expected_np.flat[first].item()!r}"
+            f"{_index(first, got_np.shape)}: got {got_np.flat[first].item()!r}, "
+            f"expected {expected_np.flat[first].item()!r}"
         )
     with np.errstate(invalid="ignore"):
         same = (got_np == expected_np) | np.isnan(expected_np)  # equal infinities, NaNs
@@ -472,8 +489,9 @@ def assert_close_to_reference(got, expected, *, rtol: float, atol: float = 0.0, 
     if (excess > 0).any():
         worst = int(np.argmax(excess))
         raise AssertionError(
-            f"{what}: {int((excess > 0).sum())} of {excess.size} elements exceed atol={atol:g} + rtol={rtol:g}*|expected|; "
-            f"worst at {_index(worst, got_np.shape)}: got {got_np.flat[worst].item()!r}, expected {expected_np.flat[worst].item()!r}, "
+            f"{what}: {int((excess > 0).sum())} of {excess.size} elements exceed "
+            f"atol={atol:g} + rtol={rtol:g}*|expected|; worst at {_index(worst, got_np.shape)}: "
+            f"got {got_np.flat[worst].item()!r}, expected {expected_np.flat[worst].item()!r}, "
             f"|error| {error.flat[worst]:.6g} > bound {bound.flat[worst]:.6g}"
         )
 
@@ -496,7 +514,10 @@ def assert_within_format_bound(x, blocks, scales, *, axis: int = -1, scale_mode:
     length = x_np.shape[-1]
     groups = num_blocks(length)
     if scales_np.shape != (*x_np.shape[:-1], groups):
-        raise AssertionError(f"scales {scales_np.shape} do not fit x {x_np.shape} (axis {axis} moved last): expected {(*x_np.shape[:-1], groups)}")
+        raise AssertionError(
+            f"scales {scales_np.shape} do not fit x {x_np.shape} (axis {axis} moved last): "
+            f"expected {(*x_np.shape[:-1], groups)}"
+        )
     padded = np.zeros((*x_np.shape[:-1], groups * BLOCK_SIZE))
     padded[..., :length] = x_np
     xb = padded.reshape(*scales_np.shape, BLOCK_SIZE)
@@ -526,10 +547,11 @@ def assert_within_format_bound(x, blocks, scales, *, axis: int = -1, scale_mode:
     if bad.any():
         first = _index(int(np.flatnonzero(bad)[0]), bad.shape)
         block, element = first[:-1], first[-1]
+        allowed = "saturation to 6*scale" if saturated[first] else f"{half_step[first]:.6g}"
         raise AssertionError(
             f"{int(bad.sum())} elements break the MXFP4 rounding bound; first at block {block}, element {element}: "
-            f"x {xb[first].item()!r} decoded as {qb[first].item()!r} with scale {_describe_scale(int(scales_np[block]))} "
-            f"(error {error[first]:.6g}, allowed {'saturation to 6*scale' if saturated[first] else f'{half_step[first]:.6g}'})"
+            f"x {xb[first].item()!r} decoded as {qb[first].item()!r} "
+            f"with scale {_describe_scale(int(scales_np[block]))} (error {error[first]:.6g}, allowed {allowed})"
         )
     if scale_mode is not None:
         _assert_scale_rule(xf, scales_np, finite, ScaleMode.parse(scale_mode))
@@ -552,6 +574,7 @@ def _assert_scale_rule(xb: np.ndarray, scales: np.ndarray, finite: np.ndarray, m
     if not ok.all():
         first = _index(int(np.flatnonzero(~ok)[0]), scales.shape)
         raise AssertionError(
-            f"{int((~ok).sum())} scales break the {mode.value!r} rule; first at block {first}: amax {amax[first].item()!r}, "
+            f"{int((~ok).sum())} scales break the {mode.value!r} rule; "
+            f"first at block {first}: amax {amax[first].item()!r}, "
             f"scale byte {int(scales[first])} (2**{int(exponent[first])})"
         )

@@ -11,6 +11,7 @@ import numpy as np
 from mxfp4.spec import (
     BLOCK_SIZE,
     E2M1_EMAX,
+    E2M1_MAGNITUDE_MASK,
     E2M1_MAGNITUDES,
     E2M1_MAX,
     E2M1_ROUNDING_THRESHOLDS,
@@ -51,8 +52,10 @@ def _floor_log2(amax: np.ndarray) -> np.ndarray:
 
 def _squared_error(blocks: np.ndarray, exponent: np.ndarray) -> np.ndarray:
     codes = round_to_e2m1(np.ldexp(blocks, -exponent[..., None]))
-    values = np.asarray(E2M1_MAGNITUDES)[codes & 0x7] * np.where(codes & E2M1_SIGN_BIT, -1.0, 1.0)
-    return np.sum((blocks - np.ldexp(values, exponent[..., None])) ** 2, axis=-1)
+    values = np.asarray(E2M1_MAGNITUDES)[codes & E2M1_MAGNITUDE_MASK] * np.where(codes & E2M1_SIGN_BIT, -1.0, 1.0)
+    # float64 input beyond ~2**511 overflows the square; both candidates are then clamped to 2**127 anyway.
+    with np.errstate(over="ignore"):
+        return np.sum((blocks - np.ldexp(values, exponent[..., None])) ** 2, axis=-1)
 
 
 def shared_exponent(blocks: np.ndarray, scale_mode: ScaleMode | str = ScaleMode.FLOOR) -> np.ndarray:

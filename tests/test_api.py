@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import mxfp4
 from mxfp4 import MXFP4Tensor, reference
-from mxfp4.spec import BLOCK_SIZE, BYTES_PER_BLOCK, ScaleMode
+from mxfp4.spec import BYTES_PER_BLOCK, ScaleMode
 from mxfp4.testing import (
     adversarial_arrays,
     assert_bitwise_equal,
@@ -55,7 +55,9 @@ def reference_decode(blocks, scales, dtype: torch.dtype, length: int, axis: int)
         if dtype == torch.bfloat16:
             rounded = exact.astype(ml_dtypes.bfloat16).astype(np.float32)
         else:
-            rounded = exact.astype({torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}[dtype])
+            rounded = exact.astype(
+                {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}[dtype]
+            )
     return np.moveaxis(rounded, -1, axis)
 
 
@@ -122,7 +124,9 @@ def test_quantize_equals_reference_on_adversarial_input(mode, data, dtype):
     q = mxfp4.quantize(x, axis=axis, scale_mode=mode, backend="torch")
     assert_quantize_matches_reference(as_numpy(x), q.blocks, q.scales, axis=axis, scale_mode=mode)
     out = q.dequantize(torch.float32, backend="torch")
-    assert_bitwise_equal(out.numpy(), reference_decode(q.blocks.numpy(), q.scales.numpy(), torch.float32, q.length, q.axis))
+    assert_bitwise_equal(
+        out.numpy(), reference_decode(q.blocks.numpy(), q.scales.numpy(), torch.float32, q.length, q.axis)
+    )
 
 
 def test_quantize_preserves_device_and_default_mode(rng):
@@ -131,7 +135,10 @@ def test_quantize_preserves_device_and_default_mode(rng):
     floor = mxfp4.quantize(x, backend="torch")
     explicit = mxfp4.quantize(x, scale_mode=ScaleMode.FLOOR, backend="torch")
     assert torch.equal(floor.scales, explicit.scales) and torch.equal(floor.blocks, explicit.blocks)
-    assert torch.equal(mxfp4.quantize(x, scale_mode="CEIL", backend="torch").scales, mxfp4.quantize(x, scale_mode="ceil", backend="torch").scales)
+    assert torch.equal(
+        mxfp4.quantize(x, scale_mode="CEIL", backend="torch").scales,
+        mxfp4.quantize(x, scale_mode="ceil", backend="torch").scales,
+    )
 
 
 # --- matmul ----------------------------------------------------------------------------------------------------
@@ -154,7 +161,9 @@ def matmul_bound(a64: np.ndarray, w64: np.ndarray, bias64: np.ndarray | None, re
 @pytest.mark.parametrize("mode", MODES)
 def test_matmul_matches_reference(mode, dtype, lead, with_bias, rng):
     n, k = 37, 100
-    w = mxfp4.quantize(torch.from_numpy(rng.standard_normal((n, k)).astype(np.float32)), scale_mode=mode, backend="torch")
+    w = mxfp4.quantize(
+        torch.from_numpy(rng.standard_normal((n, k)).astype(np.float32)), scale_mode=mode, backend="torch"
+    )
     a = torch.from_numpy(rng.standard_normal((*lead, k)).astype(np.float32)).to(dtype)
     bias = torch.from_numpy(rng.standard_normal(n).astype(np.float32)).to(dtype) if with_bias else None
     out = mxfp4.matmul(a, w, bias, backend="torch")
@@ -166,7 +175,10 @@ def test_matmul_matches_reference(mode, dtype, lead, with_bias, rng):
     bound = matmul_bound(a64.reshape(-1, k), w64, bias64, expected.reshape(-1, n), dtype).reshape(expected.shape)
     error = np.abs(as_numpy(out).astype(np.float64) - expected)
     worst = np.unravel_index(np.argmax(error - bound), error.shape)
-    assert np.all(error <= bound), f"at {worst}: got {as_numpy(out)[worst]}, expected {expected[worst]}, error {error[worst]:.3g} > {bound[worst]:.3g}"
+    assert np.all(error <= bound), (
+        f"at {worst}: got {as_numpy(out)[worst]}, expected {expected[worst]}, "
+        f"error {error[worst]:.3g} > {bound[worst]:.3g}"
+    )
 
 
 def test_matmul_is_nn_linear_convention(rng):
@@ -200,26 +212,28 @@ def test_from_blocks_defaults_and_explicit_shape():
     assert MXFP4Tensor.from_blocks(blocks, scales, axis=0).shape == (96, 4)
 
 
-@pytest.mark.parametrize(
-    "blocks, scales, kwargs, error, message",
-    [
-        (torch.zeros(4, 3, 16, dtype=torch.int8), torch.zeros(4, 3, dtype=torch.uint8), {}, TypeError, "blocks must be uint8"),
-        (torch.zeros(4, 3, 16, dtype=torch.uint8), torch.zeros(4, 3), {}, TypeError, "scales must be uint8"),
-        (np.zeros((4, 3, 16), np.uint8), torch.zeros(4, 3, dtype=torch.uint8), {}, TypeError, "torch.Tensor"),
-        (torch.zeros(4, 3, 32, dtype=torch.uint8), torch.zeros(4, 3, dtype=torch.uint8), {}, ValueError, r"\[\.\.\., G, 16\]"),
-        (torch.zeros(16, dtype=torch.uint8), torch.zeros(1, dtype=torch.uint8), {}, ValueError, r"\[\.\.\., G, 16\]"),
-        (torch.zeros(4, 3, 16, dtype=torch.uint8), torch.zeros(4, 2, dtype=torch.uint8), {}, ValueError, r"scales \(4, 2\) do not match blocks"),
-        (torch.zeros(4, 3, 16, dtype=torch.uint8), torch.zeros(4, 3, dtype=torch.uint8), {"shape": (4, 97)}, ValueError, "cannot hold"),
-        (torch.zeros(4, 3, 16, dtype=torch.uint8), torch.zeros(4, 3, dtype=torch.uint8), {"shape": (4, 64)}, ValueError, "cannot hold"),
-        (torch.zeros(4, 3, 16, dtype=torch.uint8), torch.zeros(4, 3, dtype=torch.uint8), {"shape": (5, 96)}, ValueError, "cannot hold"),
-        (torch.zeros(4, 3, 16, dtype=torch.uint8), torch.zeros(4, 3, dtype=torch.uint8), {"shape": (4, 0)}, ValueError, "cannot hold"),
-        (torch.zeros(4, 3, 16, dtype=torch.uint8), torch.zeros(4, 3, dtype=torch.uint8), {"shape": (4, 3, 32)}, ValueError, "dims"),
-        (torch.zeros(4, 3, 16, dtype=torch.uint8), torch.zeros(4, 3, dtype=torch.uint8), {"axis": 2}, ValueError, "axis 2 is out of range"),
-        (torch.zeros(4, 3, 16, dtype=torch.uint8), torch.zeros(4, 3, dtype=torch.uint8, device="meta"), {}, ValueError, "meta"),
-    ],
-    ids=["int8_blocks", "float_scales", "numpy_blocks", "last_dim_32", "blocks_1d", "scales_mismatch", "length_too_long",
-         "length_too_short", "batch_mismatch", "empty_axis", "shape_ndim", "axis_range", "devices_differ"],
-)  # fmt: skip
+def u8(*shape, device="cpu") -> torch.Tensor:
+    return torch.zeros(*shape, dtype=torch.uint8, device=device)
+
+
+FROM_BLOCKS_ERRORS = {
+    "int8_blocks": (torch.zeros(4, 3, 16, dtype=torch.int8), u8(4, 3), {}, TypeError, "blocks must be uint8"),
+    "float_scales": (u8(4, 3, 16), torch.zeros(4, 3), {}, TypeError, "scales must be uint8"),
+    "numpy_blocks": (np.zeros((4, 3, 16), np.uint8), u8(4, 3), {}, TypeError, "torch.Tensor"),
+    "last_dim_32": (u8(4, 3, 32), u8(4, 3), {}, ValueError, r"\[\.\.\., G, 16\]"),
+    "blocks_1d": (u8(16), u8(1), {}, ValueError, r"\[\.\.\., G, 16\]"),
+    "scales_mismatch": (u8(4, 3, 16), u8(4, 2), {}, ValueError, r"scales \(4, 2\) do not match blocks"),
+    "length_too_long": (u8(4, 3, 16), u8(4, 3), {"shape": (4, 97)}, ValueError, "cannot hold"),
+    "length_too_short": (u8(4, 3, 16), u8(4, 3), {"shape": (4, 64)}, ValueError, "cannot hold"),
+    "batch_mismatch": (u8(4, 3, 16), u8(4, 3), {"shape": (5, 96)}, ValueError, "cannot hold"),
+    "empty_axis": (u8(4, 3, 16), u8(4, 3), {"shape": (4, 0)}, ValueError, "cannot hold"),
+    "shape_ndim": (u8(4, 3, 16), u8(4, 3), {"shape": (4, 3, 32)}, ValueError, "dims"),
+    "axis_range": (u8(4, 3, 16), u8(4, 3), {"axis": 2}, ValueError, "axis 2 is out of range"),
+    "devices_differ": (u8(4, 3, 16), u8(4, 3, device="meta"), {}, ValueError, "meta"),
+}
+
+
+@pytest.mark.parametrize("blocks, scales, kwargs, error, message", FROM_BLOCKS_ERRORS.values(), ids=FROM_BLOCKS_ERRORS)
 def test_from_blocks_validation(blocks, scales, kwargs, error, message):
     with pytest.raises(error, match=message):
         MXFP4Tensor.from_blocks(blocks, scales, **kwargs)

@@ -66,7 +66,9 @@ def test_forced_triton_path_on_other_devices(interpreter, name):
 
 @pytest.mark.parametrize("bad", ["cuda", "triton", "", "fp16"])
 def test_unknown_name(bad):
-    with pytest.raises(ValueError, match=f"unknown MXFP4 backend {bad!r}.*expected one of auto, hopper, bf16, fp32, torch"):
+    with pytest.raises(
+        ValueError, match=f"unknown MXFP4 backend {bad!r}.*expected one of auto, hopper, bf16, fp32, torch"
+    ):
         choose_backend("cpu", bad)
 
 
@@ -151,5 +153,7 @@ def test_triton_path_without_interpreter_in_a_fresh_process(tmp_path):
         """
     )
     env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", dispatch.ENV_VAR)}
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0 and "OK" in result.stdout, result.stdout + result.stderr

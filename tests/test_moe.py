@@ -17,7 +17,13 @@ from mxfp4 import reference
 from mxfp4.dispatch import BackendUnavailableError
 from mxfp4.tensor import MXFP4Tensor
 
-from conftest import HAS_CUDA, TRITON_BACKENDS
+from conftest import HAS_CUDA, TRITON_BACKENDS  # noqa: I001 (conftest sets TRITON_INTERPRET before the kernels load)
+
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+from mxfp4.triton_kernels.moe_common import decode_e2m1_byte, scale_factor  # noqa: E402
+from mxfp4.triton_kernels.mx import decode_mxfp4, unpack_high, unpack_low  # noqa: E402
 
 ALL_BACKENDS = ("torch",) + TRITON_BACKENDS
 
@@ -248,6 +254,34 @@ def separated_router(rng, experts, hidden, gap=0.05):
     return router_w, router_b
 
 
+@triton.jit
+def both_decodes_kernel(out_ptr):
+    """Test kernel: the lean MoE decode and mx.decode_mxfp4 on every (byte, scale byte) pair."""
+    byte = tl.arange(0, 256)[:, None]
+    scale = tl.arange(0, 256)[None, :]
+    low, high = decode_e2m1_byte(byte, scale_factor(scale))
+    offsets = byte * 256 + scale
+    tl.store(out_ptr + offsets, low)
+    tl.store(out_ptr + 65536 + offsets, high)
+    tl.store(out_ptr + 2 * 65536 + offsets, decode_mxfp4(unpack_low(byte), scale))
+    tl.store(out_ptr + 3 * 65536 + offsets, decode_mxfp4(unpack_high(byte), scale))
+
+
+@TRITON_ONLY
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # mx.decode_mxfp4 on scale 255
+def test_lean_decode_is_bit_identical_to_mx_decode(device):
+    """moe_common.decode_e2m1_byte(scale_factor) == mx.decode_mxfp4 on all 256 bytes x 256 scale bytes, bitwise."""
+    out = torch.empty(4, 256, 256, dtype=torch.float32, device=device)
+    both_decodes_kernel[(1,)](out)
+    lean, reference_decode = out[:2].cpu(), out[2:].cpu()
+    same = (lean.view(torch.int32) == reference_decode.view(torch.int32)) | (lean.isnan() & reference_decode.isnan())
+    if not same.all():
+        nibble, byte, scale = same.logical_not().nonzero()[0].tolist()
+        raise AssertionError(f"byte {byte:#04x} ({'high' if nibble else 'low'} nibble), scale {scale}: lean decode "
+                             f"{lean[nibble, byte, scale].item()!r} != mx.decode_mxfp4 {reference_decode[nibble, byte, scale].item()!r}")
+    assert lean[:, :, 255].isnan().all() and not lean[:, :, :255].isnan().any()
+
+
 @TRITON_ONLY
 @pytest.mark.parametrize("tokens,experts,top_k", [(1, 3, 1), (19, 5, 2), (33, 17, 4), (20, 130, 7), (4, 6, 6)],
                          ids=lambda v: str(v))
@@ -264,6 +298,29 @@ def test_route_kernel_matches_twin(rng, device, poison, tokens, experts, top_k):
     assert ids.dtype == torch.int32 and weights.dtype == torch.float32
     np.testing.assert_array_equal(ids.cpu().numpy(), expected_ids, err_msg="expert ids (slot order) differ")
     assert_close(weights, expected_weights, 1e-6, 1e-7, "routing weights")
+
+
+@TRITON_ONLY
+@pytest.mark.parametrize("tokens,experts,top_k", [(1, 3, 1), (8, 32, 4), (16, 5, 5), (16, 130, 3), (7, 6, 2)],
+                         ids=lambda v: str(v))
+def test_route_kernel_fused_sort_matches_twins(rng, device, poison, tokens, experts, top_k):
+    """The decode variant (one program routes and sorts) gives exactly the separate kernels' answer."""
+    from mxfp4.reference.moe_routing import route as route_twin
+    from mxfp4.reference.moe_sort import sort_by_expert as sort_twin
+    from mxfp4.triton_kernels.moe_routing import route
+
+    x = rng.standard_normal((tokens, 64))
+    router_w, router_b = separated_router(rng, experts, 64)
+    if experts > 4:
+        router_b[experts // 2] += 100.0  # one expert chosen by every token, some never chosen
+    ids, weights, counts, sorted_pairs = route(
+        *(torch.from_numpy(a).float().to(device) for a in (x, router_w, router_b)), top_k, sort=True)
+    expected_ids, _ = route_twin(*(torch.from_numpy(a).float().double().numpy() for a in (x, router_w, router_b)),
+                                 top_k)
+    expected_counts, expected_sorted = sort_twin(expected_ids, experts)
+    np.testing.assert_array_equal(ids.cpu().numpy(), expected_ids, err_msg="expert ids")
+    np.testing.assert_array_equal(counts.cpu().numpy(), expected_counts, err_msg="per-expert counts")
+    np.testing.assert_array_equal(sorted_pairs.cpu().numpy(), expected_sorted, err_msg="sorted pairs")
 
 
 @TRITON_ONLY
@@ -446,6 +503,7 @@ def test_nan_bytes_past_the_logical_extent(rng, device, backend):
 
 
 @TRITON_ONLY
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the interpreter decoding scale 255
 @pytest.mark.parametrize("backend", TRITON_BACKENDS)
 def test_nan_scale_inside_extent_propagates(rng, device, backend):
     """A scale byte 255 inside the logical extent is NaN, as in the reference: it must not be masked away."""
@@ -489,24 +547,47 @@ def test_hypothesis_triton_paths_vs_reference(device, data):
 
 
 # --- GPU: GPT-OSS sizes, CUDA graphs --------------------------------------------------------------------------------
+def gpt_oss_layer_cuda(experts, tokens, seed=0, hidden=2880, intermediate=2880):
+    """A GPT-OSS-size layer built on the GPU from random MXFP4 bytes (quantizing 128 experts in NumPy would need
+    ~17 GB): scales 2**-9..2**-5, bf16 router and biases, separated router logits."""
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    groups_h, groups_i = -(-hidden // 32), -(-intermediate // 32)
+
+    def mx(rows, groups, shape):
+        blocks = torch.randint(0, 256, (experts, rows, groups, 16), dtype=torch.uint8, generator=gen, device="cuda")
+        scales = torch.randint(118, 123, (experts, rows, groups), dtype=torch.uint8, generator=gen, device="cuda")
+        return MXFP4Tensor.from_blocks(blocks, scales, shape, axis=2)
+
+    bf16 = lambda t: t.to(torch.bfloat16)  # noqa: E731
+    x = bf16(torch.randn(tokens, hidden, generator=gen, device="cuda"))
+    router_w = bf16(torch.randn(experts, hidden, generator=gen, device="cuda") * (0.05 / (20 * hidden**0.5)))
+    router_b = bf16(torch.randperm(experts, generator=gen, device="cuda").float() * 0.05)
+    w1 = mx(2 * intermediate, groups_h, (experts, 2 * intermediate, hidden))
+    b1 = bf16(torch.randn(experts, 2 * intermediate, generator=gen, device="cuda") * 0.1)
+    w2 = mx(hidden, groups_i, (experts, hidden, intermediate))
+    b2 = bf16(torch.randn(experts, hidden, generator=gen, device="cuda") * 0.1)
+    return x, router_w, router_b, w1, b1, w2, b2
+
+
 @pytest.mark.skipif(not HAS_CUDA, reason="GPT-OSS sizes (H = I = 2880) need a CUDA GPU")
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", TRITON_BACKENDS + ("torch",))
 @pytest.mark.parametrize("experts", [32, 128], ids=["gpt-oss-20b-E32", "gpt-oss-120b-E128"])
 @pytest.mark.parametrize("tokens", [1, 8, 300], ids=["T1", "T8", "T300"])
-def test_gpt_oss_sizes(rng, backend, experts, tokens):
+def test_gpt_oss_sizes(backend, experts, tokens):
+    """Every path at GPT-OSS sizes against the float64 torch path (itself checked against the NumPy reference to
+    1e-12 above), on the same bf16 inputs."""
     from mxfp4.dispatch import check_backend
 
     try:
         check_backend(mxfp4.Backend(backend), "cuda")
     except BackendUnavailableError as e:
         pytest.skip(str(e))
-    hidden = intermediate = 2880
-    layer = Layer(rng, tokens, hidden, intermediate, experts, weight_scale=0.05)
-    router_w, router_b = separated_router(rng, experts, hidden)
-    layer.np.update(router_w=router_w, router_b=router_b)
-    got = mxfp4.moe(*layer.args("cuda", torch.bfloat16, torch.bfloat16), 4, backend=backend)
-    expected = layer.reference(4, torch.bfloat16, torch.bfloat16)
+    args = gpt_oss_layer_cuda(experts, tokens, seed=experts + tokens)
+    got = mxfp4.moe(*args, 4, backend=backend)
+    assert got.dtype == torch.bfloat16 and got.shape == (tokens, 2880)
+    as64 = [a.double() if isinstance(a, torch.Tensor) else a for a in args]
+    expected = mxfp4.moe(*as64, 4, backend="torch").cpu().numpy()
     assert_close(got, expected, *tolerance(backend, torch.bfloat16, expected), what=f"{backend} E={experts} T={tokens}")
 
 
@@ -661,3 +742,14 @@ def test_validation_float64_on_triton_path(good_args):
 def test_unknown_backend(good_args):
     with pytest.raises(ValueError, match="unknown MXFP4 backend"):
         call(good_args, backend="tpu")
+
+
+def test_mxfp4_moe_stays_callable_after_submodule_import(rng):
+    """``from mxfp4.moe import ...`` rebinds ``mxfp4.moe`` to the submodule; calls must still work."""
+    import importlib
+
+    importlib.import_module("mxfp4.moe")
+    from mxfp4.moe import route_torch  # noqa: F401
+
+    layer = Layer(rng, 2, 64, 32, 3)
+    assert mxfp4.moe(*layer.args("cpu"), 2, backend="torch").shape == (2, 64)

@@ -93,17 +93,22 @@ GOLDEN = {
     # -0.0 and a negative value that rounds to zero keep the sign bit (code 8); amax 2 -> 2**-1 in every mode.
     "negative_zero": Golden.same_for_all_modes(row(-0.0, 2.0, -0.0, -0.1), [126], [packed(0x68, 0x88)]),
     # NaN/Inf in the first block: scale 255 and zero codes there; the second block is untouched.
-    "nan_block": Golden.same_for_all_modes(row(*[1.0] * 31, math.nan, *TIES, length=64), [255, 127], [packed(), TIES_BYTES]),
+    "nan_block": Golden.same_for_all_modes(
+        row(*[1.0] * 31, math.nan, *TIES, length=64), [255, 127], [packed(), TIES_BYTES]
+    ),
     "inf_block": Golden.same_for_all_modes(row(3.0, math.inf, length=64), [255, 0], [packed(), packed()]),
     "neg_inf_block": Golden.same_for_all_modes(row(*[0.0] * 40, -math.inf, length=64), [0, 255], [packed(), packed()]),
     # float32 subnormals beside 1.0 (scale 2**-2): 2**-140 -> 0, -2**-149 -> -0 (8), 2**-127 -> 0.
-    "subnormal_inputs": Golden.same_for_all_modes(row(1.0, 2.0**-140, -(2.0**-149), 2.0**-127), [125], [packed(0x06, 0x08)]),
+    "subnormal_inputs": Golden.same_for_all_modes(
+        row(1.0, 2.0**-140, -(2.0**-149), 2.0**-127), [125], [packed(0x06, 0x08)]
+    ),
     # amax 3 * 2**-127: floor(log2) - 2 = -128 is clamped to -127 (byte 0); elements / 2**-127: 3 (5), 1 (2), -0.5 (9),
     # 0.75 tie -> 1 (2), 2**-22 -> 0.
     "amax_3x2^-127_clamped": Golden.same_for_all_modes(
         row(1.5 * 2.0**-126, 2.0**-127, -(2.0**-128), 0.75 * 2.0**-127, 2.0**-149), [0], [packed(0x25, 0x29)]
     ),
-    # amax 2**-128 (below 2**-127): byte 0; elements / 2**-127: 0.5 (1), -3/64 -> -0 (8), 2**-22 -> 0, -0.25 tie -> -0 (8).
+    # amax 2**-128 (below 2**-127): byte 0; elements / 2**-127: 0.5 (1), -3/64 -> -0 (8), 2**-22 -> 0,
+    # -0.25 tie -> -0 (8).
     "amax_below_2^-127": Golden.same_for_all_modes(
         row(2.0**-128, -3 * 2.0**-133, 2.0**-149, -(2.0**-129)), [0], [packed(0x81, 0x80)]
     ),
@@ -116,11 +121,14 @@ GOLDEN = {
     ),
     # amax 6 * 2**125 is exactly representable at scale 2**125 in every mode (mse: a tie with 2**126 keeps floor).
     "amax_6x2^125": Golden.same_for_all_modes(row(6.0 * 2.0**125), [252], [packed(0x07)]),
-    # One value, itself a tie: -5 -> -4 (14) at 2**0; mse sees equal errors at 2**0 and 2**1 (-2.5 -> -2) and keeps floor.
+    # One value, itself a tie: -5 -> -4 (14) at 2**0; mse sees equal errors at 2**0 and 2**1 (-2.5 -> -2) and
+    # keeps floor.
     "one_hot_tie": Golden.same_for_all_modes(row(0, 0, 0, 0, 0, -5.0), [127], [packed(0x00, 0x00, 0xE0)]),
     # K = 37: a full block of 1.0 (2**-2, code 6) and a partial block 6, -0.5, 0.25, 1.5, 3 padded with +0 (code 0).
     "partial_last_block": Golden.same_for_all_modes(
-        row(*[1.0] * 32, 6.0, -0.5, 0.25, 1.5, 3.0, length=37), [125, 127], [packed(*[0x66] * 16), packed(0x97, 0x30, 0x05)]
+        row(*[1.0] * 32, 6.0, -0.5, 0.25, 1.5, 3.0, length=37),
+        [125, 127],
+        [packed(*[0x66] * 16), packed(0x97, 0x30, 0x05)],
     ),
     # K = 1: -3 -> 2**-1, -6 (15).
     "single_element": Golden.same_for_all_modes(row(-3.0, length=1), [126], [packed(0x0F)]),
@@ -134,7 +142,9 @@ def test_golden_bytes(case, mode):
     blocks, scales = reference.quantize(golden.x, scale_mode=mode)
     expected_scales = np.array([golden.scales[mode]], np.uint8)
     expected_blocks = np.stack(golden.blocks[mode])[None]
-    assert_blocks_equal(blocks, scales, expected_blocks, expected_scales, compare_nan_blocks=True, what=f"{case}/{mode}")
+    assert_blocks_equal(
+        blocks, scales, expected_blocks, expected_scales, compare_nan_blocks=True, what=f"{case}/{mode}"
+    )
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -229,11 +239,15 @@ def test_conformance_vectors(vectors, mode, which):
     x = vectors["x_partial" if which else "x"]
     blocks, scales = reference.quantize(x, scale_mode=mode)
     # NaN blocks' element bytes are unspecified by the format (the vectors hold zeros, as we do).
-    assert_blocks_equal(blocks, scales, vectors[f"{mode}_{which}blocks"], vectors[f"{mode}_{which}scales"], what=f"{mode} {x.shape}")
+    assert_blocks_equal(
+        blocks, scales, vectors[f"{mode}_{which}blocks"], vectors[f"{mode}_{which}scales"], what=f"{mode} {x.shape}"
+    )
 
 
 def test_conformance_decode(vectors):
-    values = reference.dequantize(vectors["decode_blocks"][:, None], vectors["decode_scales"][:, None], dtype=np.float64)
+    values = reference.dequantize(
+        vectors["decode_blocks"][:, None], vectors["decode_scales"][:, None], dtype=np.float64
+    )
     assert_bitwise_equal(values, vectors["decode_values"], what="decode of all 256 scale bytes")
 
 
@@ -296,7 +310,9 @@ def test_quantize_dequantize_is_identity_on_canonical_blocks(mode, q):
 def test_canonical_is_exactly_the_fixed_points(mode, q):
     """The definition is tight: an arbitrary q round-trips iff is_canonical(q)."""
     blocks, scales = q
-    again_blocks, again_scales = reference.quantize(reference.dequantize(blocks, scales, dtype=np.float64), scale_mode=mode)
+    again_blocks, again_scales = reference.quantize(
+        reference.dequantize(blocks, scales, dtype=np.float64), scale_mode=mode
+    )
     round_trips = np.all(again_blocks == blocks, axis=-1) & (again_scales == scales)
     canonical = is_canonical(blocks, scales)
     assert np.array_equal(round_trips, canonical), (
@@ -324,7 +340,9 @@ def test_pack_unpack_round_trip(codes):
     assert np.array_equal(reference.unpack(blocks), codes)
     assert np.array_equal(reference.pack(reference.unpack(blocks)), blocks)
     # element 2i is the low nibble of byte i
-    assert np.array_equal(blocks.reshape(-1) & 0xF, codes[0, 0::2]) and np.array_equal(blocks.reshape(-1) >> 4, codes[0, 1::2])
+    assert np.array_equal(blocks.reshape(-1) & 0xF, codes[0, 0::2]) and np.array_equal(
+        blocks.reshape(-1) >> 4, codes[0, 1::2]
+    )
 
 
 def test_pack_rejects_bad_codes():
@@ -367,7 +385,11 @@ def documented_rms_errors() -> dict[str, float]:
     body = tree.body[0].body
     figures = {}
     for statement, following in zip(body, body[1:]):
-        if isinstance(statement, ast.Assign) and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
+        if (
+            isinstance(statement, ast.Assign)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+        ):
             match = re.search(r"Relative RMS error on N\(0, 1\) data: ~([0-9]+\.[0-9]+)", following.value.value)
             if match:
                 figures[statement.value.value] = float(match.group(1))
@@ -388,7 +410,9 @@ def test_documented_rms_error_per_mode(rng):
         error = reference.dequantize(blocks, scales, dtype=np.float64) - x
         measured[mode] = float(np.sqrt(np.mean(error**2) / np.mean(x.astype(np.float64) ** 2)))
     for mode in MODES:
-        assert abs(measured[mode] - figures[mode]) <= RMS_TOLERANCE, f"{mode}: measured {measured[mode]:.4f}, documented {figures[mode]}"
+        assert abs(measured[mode] - figures[mode]) <= RMS_TOLERANCE, (
+            f"{mode}: measured {measured[mode]:.4f}, documented {figures[mode]}"
+        )
     assert measured["mse"] < min(measured["floor"], measured["ceil"]), measured
 
 
@@ -421,7 +445,9 @@ def test_assert_blocks_equal_names_the_first_difference():
     assert_blocks_equal(blocks, scales, blocks.copy(), scales.copy())
     bad = blocks.copy()
     bad[0, 1, 3] ^= 0x10
-    with pytest.raises(AssertionError, match=r"1 of 32 element bytes differ; first at block \(0, 1\), byte 3 \(elements 6 and 7\)"):
+    with pytest.raises(
+        AssertionError, match=r"1 of 32 element bytes differ; first at block \(0, 1\), byte 3 \(elements 6 and 7\)"
+    ):
         assert_blocks_equal(bad, scales, blocks, scales)
     bad_scales = scales.copy()
     bad_scales[0, 0] = 255

@@ -181,3 +181,28 @@ def test_reference_top_k_out_of_range():
         moe(**layer, top_k=4)
     with pytest.raises(ValueError, match="top_k"):
         moe(**layer, top_k=0)
+
+
+@pytest.mark.parametrize("tokens,hidden,intermediate,experts,top_k", SHAPES)
+def test_kernel_twins_compose_to_reference(rng, tokens, hidden, intermediate, experts, top_k):
+    """route -> sort_by_expert -> gate_up_swiglu -> down -> combine (the kernels' decomposition) == reference.moe."""
+    from mxfp4.reference.moe_combine import combine
+    from mxfp4.reference.moe_down import down
+    from mxfp4.reference.moe_gate_up import gate_up_swiglu
+    from mxfp4.reference.moe_sort import sort_by_expert
+
+    layer = make_layer(rng, tokens, hidden, intermediate, experts)
+    ids, weights = route(layer["x"], layer["router_w"], layer["router_b"], top_k)
+    counts, sorted_pairs = sort_by_expert(ids, experts)
+    act = gate_up_swiglu(layer["x"], sorted_pairs, counts, top_k, layer["w1_blocks"], layer["w1_scales"], layer["b1"])
+    contributions = down(act, sorted_pairs, counts, weights, layer["w2_blocks"], layer["w2_scales"], layer["b2"])
+    got = combine(contributions, top_k)
+    assert_close(got, moe(**layer, top_k=top_k), rtol=1e-12, atol=1e-13, what="composed twins vs reference.moe")
+
+
+def test_sort_by_expert_is_stable_with_empty_experts():
+    from mxfp4.reference.moe_sort import sort_by_expert
+
+    counts, order = sort_by_expert(np.array([[3, 1], [1, 3], [3, 0]]), 5)
+    assert counts.tolist() == [1, 2, 0, 3, 0]
+    assert order.tolist() == [5, 1, 2, 0, 3, 4]  # expert 0: pair 5; expert 1: pairs 1, 2; expert 3: pairs 0, 3, 4

@@ -12,7 +12,7 @@ The contract every kernel module follows (``quantize``, ``dequantize``, ``pack``
         #  "fn": <@triton.jit kernel>,
         #  "signature": {arg: "*fp32" | "*bf16" | "*fp16" | "*u8" | "i32" | "i64" | "fp32" | "constexpr", ...},
         #               every argument of the kernel, constexpr ones included
-        #  "constexprs": {arg: value},       a value for every "constexpr" argument
+        #  "constexprs": {arg: value},       a value for every "constexpr" argument without a default in the kernel
         #  "num_warps": int, "num_stages": int,
         #  optional "divisible_by_16": [int arg, ...]  integer args the launcher sees as multiples of 16
         #                                              (pointer args are always taken as 16-byte aligned),
@@ -128,11 +128,29 @@ def _validate(module: str, spec: dict) -> None:
             f"{where}: signature covers {sorted(signature)} but {fn.__name__} takes {list(arg_names)}: name every argument"
         )
     const_args = {name for name, ty in signature.items() if ty == "constexpr"}
-    if const_args != set(constexprs):
-        raise SpecError(f"{where}: constexpr arguments {sorted(const_args)} but constexprs gives {sorted(constexprs)}")
+    missing_values = const_args - set(constexprs) - set(_defaults(fn))
+    if missing_values or set(constexprs) - const_args:
+        raise SpecError(
+            f"{where}: constexpr arguments {sorted(const_args)} but constexprs gives {sorted(constexprs)} "
+            "(a constexpr argument needs a value unless the kernel gives it a default)"
+        )
     for name in spec.get("divisible_by_16", ()):
         if name not in signature or not signature[name].startswith("i"):
             raise SpecError(f"{where}: divisible_by_16 names {name!r}, which is not an integer argument")
+
+
+def _defaults(fn) -> dict:
+    """Default values of the kernel's arguments (``def k(..., FLAG: tl.constexpr = False)``)."""
+    params = getattr(fn, "params", None) or []
+    return {p.name: p.default for p in params if getattr(p, "has_default", False)}
+
+
+def _constexprs(spec: dict) -> dict:
+    """The spec's constexpr values, completed with the kernel's defaults for those it leaves out."""
+    defaults = _defaults(spec["fn"])
+    values = {name: defaults[name] for name, ty in spec["signature"].items() if ty == "constexpr" and name in defaults}
+    values.update(spec["constexprs"])
+    return values
 
 
 def _attrs(spec: dict) -> dict:
@@ -187,7 +205,7 @@ def compile_spec(spec: dict, capability: int) -> dict:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    src = ASTSource(fn=spec["fn"], signature=dict(spec["signature"]), constexprs=dict(spec["constexprs"]), attrs=_attrs(spec))
+    src = ASTSource(fn=spec["fn"], signature=dict(spec["signature"]), constexprs=_constexprs(spec), attrs=_attrs(spec))
     options = {"num_warps": spec["num_warps"], "num_stages": spec["num_stages"], **spec.get("options", {})}
     kernel = triton.compile(src, target=GPUTarget("cuda", capability, WARP_SIZE), options=options)
     cubin = kernel.asm["cubin"]
@@ -239,15 +257,19 @@ def build(backends=None, modules=None, capabilities=None, progress=None, jobs: i
     result with ``error`` set (the others still build). ``jobs > 1`` compiles in that many worker processes.
     """
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # triton 3.9 warns when unset; 1 is 3.6's behaviour
-    tasks = []
+    tasks, results = [], []
     for backend in backends or TARGETS:
         for module in modules or KERNEL_MODULES:
-            specs = module_specs(module, backend)
+            try:
+                specs = module_specs(module, backend)
+            except Exception as exc:  # noqa: BLE001 - a broken module is reported, the others still build
+                for capability in capabilities or TARGETS[backend]:
+                    results.append(BuildResult(backend, capability, module, "compile_specs", error=f"{type(exc).__name__}: {exc}"[:2000]))
+                continue
             if specs is None:
                 continue
             for capability in capabilities or TARGETS[backend]:
                 tasks.extend((backend, module, capability, spec) for spec in specs)
-    results = []
     if jobs <= 1:
         for backend, module, capability, spec in tasks:
             results.append(_build_one(backend, module, capability, spec))

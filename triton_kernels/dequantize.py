@@ -116,9 +116,11 @@ def dequantize(
     if out.numel() == 0:
         return out
     view = rows_view(lead, blocks.stride()[:-2], scales.stride()[:-1], out.stride()[:-1])
-    if view is None:  # leading dims no two strides describe: decode into a fresh tensor (after one input copy)
-        fresh = dequantize(blocks.contiguous(), scales.contiguous(), dtype, length, backend)
-        return out.copy_(fresh) if out.data_ptr() != fresh.data_ptr() else fresh
+    if view is None:  # leading dims no two strides describe: one copy of the (4.25-bit) inputs
+        blocks, scales = blocks.contiguous(), scales.contiguous()
+        view = rows_view(lead, blocks.stride()[:-2], scales.stride()[:-1], out.stride()[:-1])
+    if view is None:  # the caller's out is laid out like that: decode into a fresh tensor and copy
+        return out.copy_(dequantize(blocks, scales, dtype, length, backend))
     outer, rows, [(b_outer, b_row), (s_outer, s_row), (o_outer, o_row)] = view
     row_tile, group_tile = tile_shape(groups, rows)
     grid = (outer * triton.cdiv(rows, row_tile) * triton.cdiv(groups, group_tile),)

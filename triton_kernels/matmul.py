@@ -142,26 +142,30 @@ def _split_range(split, groups_per_split, num_groups, K, STEP: tl.constexpr):
 
 # --- GEMV / split-K schedule ---------------------------------------------------------------------------------------
 @triton.jit
-def _gemv_step(acc, g0, w_ptrs, s_ptrs, a_ptrs, offs_byte, offs_g, K, g_end, stride_sg, stride_ak,
-               MASKED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr):
-    """acc[m, n, g] += scale[n, g] * sum_j W[n, g, j] * a[m, g, j] over BLOCK_G blocks starting at block g0."""
-    k_even = g0 * _BLOCK_SIZE + 2 * offs_byte  # K index of each byte's low nibble
+def _gemv_step(acc, g0, w_ptrs, s_ptrs, a_ptrs, offs_g, offs_pair, K, g_end, stride_sg, stride_ak,
+               MASKED: tl.constexpr, BLOCK_G: tl.constexpr):
+    """acc[n, g] += scale[n, g] * sum_j W[n, g, j] * a[g, j] over BLOCK_G blocks starting at block g0.
+
+    The weight tile is [BLOCK_N, BLOCK_G, 16] bytes: one thread holds one whole block of a row (a 128-bit load),
+    so the 32-element sum of each block stays inside the thread and the scale is applied once per block.
+    """
+    k = g0 * _BLOCK_SIZE + offs_g[:, None] * _BLOCK_SIZE + offs_pair[None, :]  # [BLOCK_G, 32]: contiguous K
     if MASKED:
-        packed = tl.load(w_ptrs + g0 * _BYTES_PER_BLOCK, mask=(g0 * _BYTES_PER_BLOCK + offs_byte < g_end * _BYTES_PER_BLOCK)[None, :], other=0)
-        scale = tl.load(s_ptrs + g0 * stride_sg, mask=(g0 + offs_g < g_end)[None, :], other=_SCALE_ONE)
-        a_even = tl.load(a_ptrs + k_even[None, :] * stride_ak, mask=(k_even < K)[None, :], other=0.0)
-        a_odd = tl.load(a_ptrs + (k_even + 1)[None, :] * stride_ak, mask=(k_even + 1 < K)[None, :], other=0.0)
+        g_live = g0 + offs_g < g_end
+        packed = tl.load(w_ptrs + g0 * _BYTES_PER_BLOCK, mask=g_live[None, :, None], other=0)
+        scale = tl.load(s_ptrs + g0 * stride_sg, mask=g_live[None, :], other=_SCALE_ONE)
+        a = tl.load(a_ptrs + k * stride_ak, mask=k < K, other=0.0)
     else:
         packed = tl.load(w_ptrs + g0 * _BYTES_PER_BLOCK)
         scale = tl.load(s_ptrs + g0 * stride_sg)
-        a_even = tl.load(a_ptrs + k_even[None, :] * stride_ak)
-        a_odd = tl.load(a_ptrs + (k_even + 1)[None, :] * stride_ak)
+        a = tl.load(a_ptrs + k * stride_ak)
+    # Activations are read as contiguous runs of 32 (vector loads) and split into the even / odd elements that
+    # meet the low / high nibbles: [BLOCK_G, 16] each.
+    a_even, a_odd = tl.split(tl.reshape(a.to(tl.float32), [BLOCK_G, _BYTES_PER_BLOCK, 2]))
     byte = packed.to(tl.int8, bitcast=True).to(tl.int32)
-    low = _e2m1_low(byte)  # [BLOCK_N, BLOCK_G * 16]; finite, so a 0 activation past K gives exactly 0
-    high = _e2m1_high(byte)
-    prod = low[None, :, :] * a_even.to(tl.float32)[:, None, :] + high[None, :, :] * a_odd.to(tl.float32)[:, None, :]
-    block_sums = tl.sum(tl.reshape(prod, [BLOCK_M, BLOCK_N, BLOCK_G, _BYTES_PER_BLOCK]), axis=3)
-    return acc + block_sums * _scale_value(scale.to(tl.int32))[None, :, :]
+    # The decoded values are finite (|v| <= 6, no scale yet), so an activation masked to 0 gives exactly 0.
+    prod = _e2m1_low(byte) * a_even[None, :, :] + _e2m1_high(byte) * a_odd[None, :, :]
+    return acc + tl.sum(prod, axis=2) * _scale_value(scale.to(tl.int32))
 
 
 @triton.jit
@@ -169,36 +173,38 @@ def _mxfp4_gemv_kernel(
     a_ptr, blocks_ptr, scales_ptr, bias_ptr, out_ptr, partials_ptr, counters_ptr,
     M, N, K, num_groups, groups_per_split,
     stride_am, stride_ak, stride_bn, stride_sn, stride_sg, stride_om, stride_on,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, HAS_BIAS: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, HAS_BIAS: tl.constexpr,
 ):
     """out[m, n] = sum_k a[m, k] * W[n, k] (+ bias[n]) for a [M, K], blocks [N, G, 16] (byte stride 1, block
-    stride 16), scales [N, G]; grid (cdiv(N, BLOCK_N), num_splits, cdiv(M, BLOCK_M))."""
+    stride 16), scales [N, G]; grid (cdiv(N, BLOCK_N), num_splits, M): one activation row per program (the
+    programs of the other rows read the same weight bytes from L2)."""
     pid_n = tl.program_id(0)
     split = tl.program_id(1)
-    pid_m = tl.program_id(2)
+    row = tl.program_id(2)
     num_splits = tl.num_programs(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     # Clamped rows keep every load in bounds without a mask (so weight loads stay 128-bit); they are never stored.
-    w_rows = tl.minimum(offs_n, N - 1)
-    a_rows = tl.minimum(offs_m, M - 1)
-    offs_byte = tl.arange(0, BLOCK_G * _BYTES_PER_BLOCK)
+    w_rows = tl.minimum(offs_n, N - 1).to(tl.int64)
     offs_g = tl.arange(0, BLOCK_G)
-    w_ptrs = blocks_ptr + w_rows.to(tl.int64)[:, None] * stride_bn + offs_byte[None, :]
-    s_ptrs = scales_ptr + w_rows.to(tl.int64)[:, None] * stride_sn + offs_g[None, :] * stride_sg
-    a_ptrs = a_ptr + a_rows.to(tl.int64)[:, None] * stride_am
+    offs_byte = tl.arange(0, _BYTES_PER_BLOCK)
+    offs_pair = tl.arange(0, _BLOCK_SIZE)
+    w_ptrs = (blocks_ptr + w_rows[:, None, None] * stride_bn + offs_g[None, :, None] * _BYTES_PER_BLOCK
+              + offs_byte[None, None, :])
+    s_ptrs = scales_ptr + w_rows[:, None] * stride_sn + offs_g[None, :] * stride_sg
+    a_ptrs = a_ptr + row.to(tl.int64) * stride_am
 
     begin, end, full_end = _split_range(split, groups_per_split, num_groups, K, BLOCK_G)
-    acc = tl.zeros([BLOCK_M, BLOCK_N, BLOCK_G], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_N, BLOCK_G], dtype=tl.float32)
     for g0 in range(begin, full_end, BLOCK_G):
-        acc = _gemv_step(acc, g0, w_ptrs, s_ptrs, a_ptrs, offs_byte, offs_g, K, end, stride_sg, stride_ak,
-                         False, BLOCK_M, BLOCK_N, BLOCK_G)
+        acc = _gemv_step(acc, g0, w_ptrs, s_ptrs, a_ptrs, offs_g, offs_pair, K, end, stride_sg, stride_ak,
+                         False, BLOCK_G)
     if full_end < end:  # at most one step: the slice's remainder and the partial last block
-        acc = _gemv_step(acc, full_end, w_ptrs, s_ptrs, a_ptrs, offs_byte, offs_g, K, end, stride_sg, stride_ak,
-                         True, BLOCK_M, BLOCK_N, BLOCK_G)
-    tile = pid_m * tl.num_programs(0) + pid_n
-    _finish_tile(tl.sum(acc, axis=2), out_ptr, bias_ptr, partials_ptr, counters_ptr, tile, split, num_splits,
-                 offs_m, offs_n, M, N, stride_om, stride_on, HAS_BIAS, BLOCK_M, BLOCK_N)
+        acc = _gemv_step(acc, full_end, w_ptrs, s_ptrs, a_ptrs, offs_g, offs_pair, K, end, stride_sg, stride_ak,
+                         True, BLOCK_G)
+    tile = row * tl.num_programs(0) + pid_n
+    offs_m = row + tl.arange(0, 1)
+    _finish_tile(tl.sum(acc, axis=1)[None, :], out_ptr, bias_ptr, partials_ptr, counters_ptr, tile, split,
+                 num_splits, offs_m, offs_n, M, N, stride_om, stride_on, HAS_BIAS, 1, BLOCK_N)
 
 
 # --- tiled (tensor-core) schedule ------------------------------------------------------------------------------------
@@ -279,12 +285,11 @@ def _mxfp4_matmul_kernel(
 # --- configs ---------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class GemvConfig:
-    """One GEMV launch shape: rows per program, MX blocks per K step, warps; ``max_m`` = rows of a it serves."""
+    """One GEMV launch shape: weight rows per program, MX blocks per K step, warps."""
 
     block_n: int
     block_g: int
     num_warps: int
-    block_m: int = 1
     num_stages: int = 1
     why: str = ""
 
@@ -303,47 +308,46 @@ class TileConfig:
 
 
 # A hand-written table by shape class rather than triton.autotune: decode latency is a few microseconds, so the
-# launcher must not time configs on first call, re-key per M, or sync; the table is chosen once per (path, shape,
-# dtype) and cached. Each entry says why it exists. Timings behind the choices: bench/ (H100).
-GEMV_CONFIGS = {
-    # M = 1: each thread owns whole 16-byte blocks of 2 rows; 32 rows x 8 blocks = 4 KB per step per program.
-    # Many small programs (and split-K) keep ~64 KB of loads in flight per SM, which hides DRAM latency.
-    1: GemvConfig(block_n=32, block_g=8, num_warps=4, why="M=1: 4 KB/step, 2 x 128-bit loads per thread"),
-    # M = 2..4: the decoded weight is reused for 4 activation rows; fewer rows per program keeps registers < 128.
-    4: GemvConfig(block_n=16, block_g=8, num_warps=4, block_m=4, why="M<=4: decoded values reused over 4 rows"),
-    # fp32 activations / fp32 path up to M = 16: no tensor cores there, so the CUDA-core stream is still the best
-    # schedule; 16 activation rows per program.
-    16: GemvConfig(block_n=16, block_g=4, num_warps=4, block_m=16, why="M<=16 w/o tensor cores"),
-}
+# launcher must not time configs on a first call, re-key per M, or synchronize; the table is looked up once per
+# (path, M, N, K, dtype) and cached. Each entry says why it exists; bench/ holds the H100 timings behind them.
+GEMV_CONFIG = GemvConfig(
+    block_n=64, block_g=8, num_warps=4,
+    why="per step 64 rows x 8 blocks = 8 KB: a thread holds one 16-byte block of 4 rows (4 x 128-bit loads in "
+        "flight) and reuses its 32 activations for the 4 rows; split-K adds programs until every SM has several",
+)
 
 TILE_CONFIGS = {
-    # M <= 16 on tensor cores (16-bit activations): one 16-row MMA tile, split-K to fill the SMs; the weight is
-    # read once, so this is still a weight stream, with the per-element FMAs moved off the CUDA cores.
+    # 2 <= M <= 16 with 16-bit activations: one 16-row MMA tile and split-K; the weight is still read once per
+    # call, and the per-element multiply-adds move from the CUDA cores (16 FMAs per weight) to the tensor cores.
     "small_m": TileConfig(block_m=16, block_n=64, block_k=128, num_warps=4, num_stages=3, group_m=1,
-                          why="decode M 5..16: mma over 16 rows, weight streamed once"),
-    # 16 < M <= 128: medium tiles, split-K when there are few of them.
+                          why="decode M 2..16: mma over 16 rows, weight streamed once"),
+    # 16 < M <= 128: 64-row tiles (one wgmma warpgroup), split-K when there are few of them.
     "mid_m": TileConfig(block_m=64, block_n=128, block_k=64, num_warps=4, num_stages=4,
                         why="prefill-sized M: 64-row tiles"),
-    # Large M, sm_90: one warpgroup pair (8 warps) on a 128x256 tile for wgmma; the decoded weight tile is shared
-    # by 128 rows, which is what hides the upcast under the MMA.
-    "large_m_hopper": TileConfig(block_m=128, block_n=256, block_k=64, num_warps=8, num_stages=3,
-                                 why="M>128 on sm_90: wgmma 128x256"),
-    # Large M, sm_80..89: mma.sync tiles sized for 100-164 KB of shared memory.
+    # Large M on sm_90: two warpgroups on 128x128 tiles; the decoded weight tile is shared by 128 rows, which is
+    # what hides the upcast under the MMA.
+    "large_m_hopper": TileConfig(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=4,
+                                 why="M>128 on sm_90: wgmma, 128x128"),
+    # Large M on sm_80..89: mma.sync tiles sized for 100-164 KB of shared memory.
     "large_m_bf16": TileConfig(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3,
                                why="M>128 on sm_80-89"),
-    # fp32 dots (fp32 path, fp32 activations): FMA-based dots want smaller tiles and fewer stages (sm_75: 64 KB).
-    "fp32": TileConfig(block_m=64, block_n=64, block_k=32, num_warps=4, num_stages=2, why="fp32 ieee dot"),
+    # fp32 dots (the fp32 path, fp32 activations) run on FMAs: small tiles keep the operands in registers
+    # (sm_75 has 64 KB of shared memory).
+    "fp32": TileConfig(block_m=32, block_n=64, block_k=32, num_warps=4, num_stages=2, why="fp32 ieee dot"),
 }
 
 # Under TRITON_INTERPRET=1 every program runs in NumPy: small tiles keep CI fast while still exercising split-K,
 # several K steps and the masked tail.
-INTERPRETER_GEMV = GemvConfig(block_n=16, block_g=2, num_warps=4, block_m=4, why="interpreter")
+INTERPRETER_GEMV = GemvConfig(block_n=16, block_g=2, num_warps=4, why="interpreter")
 INTERPRETER_TILE = TileConfig(block_m=16, block_n=32, block_k=64, num_warps=4, num_stages=1, group_m=2,
                               why="interpreter")
 
-# Decode-sized M: up to this many rows the weight is streamed once by the GEMV (CUDA cores) ...
-GEMV_MAX_M = 4
-# ... and up to this many rows by the 16-row tensor-core tile (16-bit activations); fp32 dots stay on the GEMV.
+# Rows of a up to which the GEMV (CUDA cores) streams the weight, for 16-bit activations on tensor-core paths ...
+GEMV_MAX_M = 1
+# ... and when the dot would be an fp32 FMA dot anyway (fp32 path, fp32 activations): one program per row, the
+# weight re-read from L2 by the other rows' programs.
+GEMV_MAX_M_FP32 = 16
+# Up to this many rows a 16-row tensor-core tile streams the weight once.
 SMALL_M_MAX = 16
 # Aim for this many programs per SM on a streaming launch: enough loads in flight to cover DRAM latency.
 PROGRAMS_PER_SM = 4
@@ -388,28 +392,21 @@ def _split(tiles: int, num_groups: int, step_groups: int, num_sms: int) -> tuple
 
 def choose_plan(backend: Backend, M: int, N: int, K: int, dtype: torch.dtype, num_sms: int,
                 schedule: str | None = None, interpreted: bool = False) -> Plan:
-    """The launch for one shape class (cached by the caller). ``schedule``: None (auto), "gemv" or "tiled"."""
+    """The launch for one shape (cached by the caller). ``schedule``: None (auto), "gemv" or "tiled"."""
     num_groups = num_blocks(K)
     dot_dtype = _dot_dtype(backend, dtype)
     if schedule is None:
-        if M <= GEMV_MAX_M or (M <= SMALL_M_MAX and dot_dtype == tl.float32):
-            schedule = "gemv"
-        else:
-            schedule = "tiled"
+        gemv_rows = GEMV_MAX_M_FP32 if dot_dtype == tl.float32 else GEMV_MAX_M
+        schedule = "gemv" if M <= gemv_rows else "tiled"
     if schedule == "gemv":
-        if interpreted:
-            cfg = INTERPRETER_GEMV
-        else:
-            cfg = GEMV_CONFIGS[1 if M == 1 else (4 if M <= 4 else 16)]
-        block_m = cfg.block_m
-        tiles_n, tiles_m = triton.cdiv(N, cfg.block_n), triton.cdiv(M, block_m)
-        splits, per_split = _split(tiles_n * tiles_m, num_groups, cfg.block_g, num_sms)
+        cfg = INTERPRETER_GEMV if interpreted else GEMV_CONFIG
+        tiles = triton.cdiv(N, cfg.block_n) * M
+        splits, per_split = _split(tiles, num_groups, cfg.block_g, num_sms)
         return Plan(
-            kernel=_mxfp4_gemv_kernel, grid=(tiles_n, splits, tiles_m), groups_per_split=per_split,
-            constexprs=(("BLOCK_M", block_m), ("BLOCK_N", cfg.block_n), ("BLOCK_G", cfg.block_g)),
+            kernel=_mxfp4_gemv_kernel, grid=(triton.cdiv(N, cfg.block_n), splits, M), groups_per_split=per_split,
+            constexprs=(("BLOCK_N", cfg.block_n), ("BLOCK_G", cfg.block_g)),
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-            partial_elems=splits * tiles_n * tiles_m * block_m * cfg.block_n if splits > 1 else 0,
-            tiles=tiles_n * tiles_m if splits > 1 else 0,
+            partial_elems=splits * tiles * cfg.block_n if splits > 1 else 0, tiles=tiles if splits > 1 else 0,
         )
     if schedule != "tiled":
         raise ValueError(f"unknown schedule {schedule!r}; expected 'gemv' or 'tiled'")
@@ -424,8 +421,7 @@ def choose_plan(backend: Backend, M: int, N: int, K: int, dtype: torch.dtype, nu
     else:
         cfg = TILE_CONFIGS["large_m_hopper" if backend is Backend.HOPPER else "large_m_bf16"]
     tiles = triton.cdiv(M, cfg.block_m) * triton.cdiv(N, cfg.block_n)
-    step = cfg.block_k // BLOCK_SIZE
-    splits, per_split = _split(tiles, num_groups, step, num_sms)
+    splits, per_split = _split(tiles, num_groups, cfg.block_k // BLOCK_SIZE, num_sms)
     return Plan(
         kernel=_mxfp4_matmul_kernel, grid=(tiles, splits), groups_per_split=per_split,
         constexprs=(("BLOCK_M", cfg.block_m), ("BLOCK_N", cfg.block_n), ("BLOCK_K", cfg.block_k),
@@ -450,6 +446,12 @@ _WORKSPACES: dict = {}
 
 def _workspace(device: torch.device, partial_elems: int, tiles: int):
     """fp32 partials and self-resetting int32 counters for split-K, cached per (device, stream), grown on demand."""
+    if not tiles:  # one slice: any fp32 / int32 pointers will do; they are not dereferenced
+        ws = _WORKSPACES.get(device)
+        if ws is None:
+            ws = _WORKSPACES[device] = (torch.empty(1, dtype=torch.float32, device=device),
+                                        torch.zeros(1, dtype=torch.int32, device=device))
+        return ws
     stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
     key = (device, stream)
     ws = _WORKSPACES.get(key)
@@ -501,10 +503,8 @@ def matmul(a: torch.Tensor, blocks: torch.Tensor, scales: torch.Tensor, bias: to
             "before importing mxfp4, or use backend='torch'")
     plan = _cached_plan(Backend(backend), M, N, K, a.dtype, -1 if interpreted else a.device.index, _schedule,
                         interpreted)
-    if plan.tiles:
-        partials, counters = _workspace(a.device, plan.partial_elems, plan.tiles)
-    else:
-        partials = counters = out  # never dereferenced when there is one slice
+    # With one slice the workspace is never touched, but the kernel's argument types must still be fp32 / int32.
+    partials, counters = _workspace(a.device, plan.partial_elems, plan.tiles)
     plan.kernel[plan.grid](
         a, blocks, scales, out if bias is None else bias, out, partials, counters,
         M, N, K, G, plan.groups_per_split,
@@ -516,55 +516,64 @@ def matmul(a: torch.Tensor, blocks: torch.Tensor, scales: torch.Tensor, bias: to
 
 # --- ahead-of-time compile list -------------------------------------------------------------------------------------
 _TORCH_TO_SIG = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+_INT_ARGS = ("M", "N", "K", "num_groups", "groups_per_split", "stride_am", "stride_ak", "stride_bn", "stride_sn",
+             "stride_sg", "stride_om", "stride_on")
+# The strides that are 1 for contiguous a, scales and out: the JIT specializes an int argument equal to 1 into a
+# constant, which is what lets it vectorize and pipeline those loads; the AOT list compiles the same variant.
+_UNIT_STRIDES = ("stride_ak", "stride_sg", "stride_on")
 
 
-def _signature(a_sig: str, bias_sig: str, kernel) -> dict:
+def _signature(kernel, a_sig: str, bias_sig: str, unit_strides: bool) -> dict:
     sig = {
         "a_ptr": f"*{a_sig}", "blocks_ptr": "*u8", "scales_ptr": "*u8", "bias_ptr": f"*{bias_sig}",
         "out_ptr": f"*{a_sig}", "partials_ptr": "*fp32", "counters_ptr": "*i32",
     }
-    for name in ("M", "N", "K", "num_groups", "groups_per_split", "stride_am", "stride_ak", "stride_bn",
-                 "stride_sn", "stride_sg", "stride_om", "stride_on"):
-        sig[name] = "i32"
+    for name in _INT_ARGS:
+        sig[name] = "constexpr" if unit_strides and name in _UNIT_STRIDES else "i32"
     for name in kernel.arg_names[len(sig):]:
         sig[name] = "constexpr"
     return sig
 
 
 def compile_specs(backend: Backend) -> list[dict]:
-    """Every kernel variant ``backend`` can launch, for ahead-of-time compilation checks (triton.compile).
+    """Every kernel variant ``backend`` can launch, for ahead-of-time compilation checks (``triton.compile``).
 
     Each: ``{"name", "fn", "signature", "constexprs", "num_warps", "num_stages"}``. Covers both schedules, every
-    config of the table the path uses, each activation dtype, and bias absent / in a's dtype / in fp32.
+    table config the path uses, each activation dtype, bias absent / in a's dtype / in fp32, and for each kernel
+    and dtype one variant with no unit stride (non-contiguous a).
     """
     backend = Backend(backend)
     specs = []
-    dtypes = (torch.bfloat16, torch.float16, torch.float32)
-    for dtype in dtypes:
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
         a_sig = _TORCH_TO_SIG[dtype]
         plans = {}
-        # One representative shape per table entry the dispatcher can reach for this path and dtype.
+        # One representative shape per table entry the dispatcher (or a forced schedule) can reach.
         for M in (1, 3, 16, 64, 1024):
             for schedule in ("gemv", "tiled"):
-                if schedule == "gemv" and M > SMALL_M_MAX:
-                    continue
                 plan = choose_plan(backend, M, 4096, 4096, dtype, 132, schedule)
-                plans[(plan.kernel.__name__,) + plan.constexprs + (plan.num_warps, plan.num_stages)] = plan
+                plans.setdefault(plan.constexprs + (plan.num_warps, plan.num_stages, plan.kernel.__name__), plan)
+        strided_done = set()
         for plan in plans.values():
-            for bias_sig in sorted({None, a_sig, "fp32"}, key=str):
+            variants = [(bias, True) for bias in sorted({None, a_sig, "fp32"}, key=str)]
+            if plan.kernel not in strided_done:
+                strided_done.add(plan.kernel)
+                variants.append((None, False))
+            for bias_sig, unit in variants:
                 constexprs = dict(plan.constexprs, HAS_BIAS=bias_sig is not None)
+                if unit:
+                    constexprs.update({name: 1 for name in _UNIT_STRIDES})
                 name = "_".join(
                     [plan.kernel.__name__.strip("_"), a_sig, f"bias_{bias_sig or 'none'}"]
                     + [f"{k.lower()}{_constexpr_label(v)}" for k, v in plan.constexprs]
-                    + [f"w{plan.num_warps}", f"s{plan.num_stages}"]
+                    + [f"w{plan.num_warps}", f"s{plan.num_stages}"] + ([] if unit else ["strided"])
                 )
                 specs.append({
                     "name": name, "fn": plan.kernel,
-                    "signature": _signature(a_sig, bias_sig or a_sig, plan.kernel),
+                    "signature": _signature(plan.kernel, a_sig, bias_sig or a_sig, unit),
                     "constexprs": constexprs, "num_warps": plan.num_warps, "num_stages": plan.num_stages,
                 })
     return specs
 
 
 def _constexpr_label(value) -> str:
-    return str(value).replace("tl.", "").replace("triton.language.", "")
+    return str(value).replace("triton.language.", "").replace("tl.", "")

@@ -195,8 +195,8 @@ def quantize(
         tensors unless ``out`` is given), bit-identical to ``mxfp4.reference.quantize(x, -1, scale_mode)``.
 
     >>> blocks, scales = quantize(torch.tensor([[1.0, -0.5] + [0.0] * 30]), ScaleMode.FLOOR, Backend.FP32)
-    >>> blocks[0, 0, 0].item(), scales.tolist()     # codes 2 (1.0) | 9 (-0.5) << 4; scale 2**-2 -> byte 125
-    (146, [[125]])
+    >>> blocks[0, 0, 0].item(), scales.tolist()     # scale 2**-2 (byte 125): codes 6 (4.0) | 12 (-2.0) << 4
+    (198, [[125]])
     """
     if not isinstance(x, torch.Tensor) or x.dtype not in INPUT_DTYPES:
         got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
@@ -234,6 +234,9 @@ def quantize(
         return blocks, scales
     outer, rows, [(x_outer, x_row), (b_outer, b_row), (s_outer, s_row)] = view
     x_k = x.stride(-1)
+    if _tile_the_outer_dim(outer, rows, x_outer, x_row, x_k):
+        outer, rows = rows, outer
+        x_outer, x_row, b_outer, b_row, s_outer, s_row = x_row, x_outer, b_row, b_outer, s_row, s_outer
     k_contiguous = x_k == 1 or x_row != 1
     row_tile, group_tile = tile_shape(groups, rows, k_contiguous)
     grid = (outer * triton.cdiv(rows, row_tile) * triton.cdiv(groups, group_tile),)
@@ -249,6 +252,17 @@ def quantize(
     return blocks, scales
 
 
+def _tile_the_outer_dim(outer: int, rows: int, x_outer: int, x_row: int, x_k: int) -> bool:
+    """Should the two leading dims swap roles, so that tiles run along the other one?
+
+    Tiles span ``rows``; ``outer`` is walked one index per program. Tile along the dim in which x is contiguous
+    when K is not (coalesced loads), else along the longer dim (fewer, fuller programs).
+    """
+    if x_k != 1 and (x_outer == 1) != (x_row == 1):
+        return x_outer == 1
+    return outer > rows
+
+
 def _check_out(t, shape: tuple, device, name: str) -> None:
     if not isinstance(t, torch.Tensor) or t.dtype != torch.uint8:
         got = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__
@@ -262,43 +276,44 @@ def _check_out(t, shape: tuple, device, name: str) -> None:
 def compile_specs(backend: Backend) -> list[dict]:
     """The variants the launcher builds for ``backend``, for ahead-of-time compilation (``aot.py``).
 
-    Every input dtype with every scale mode on the K-contiguous tile (GPT-OSS-like K = 2880: strides divisible by
-    16, the unit stride specialized as Triton's launcher does), and the rows-contiguous tile once per dtype.
+    Every code path once: each scale mode (float32 input), each input dtype's load (bfloat16 widens by a shift,
+    float16 by a conversion), and the rows-contiguous tile; GPT-OSS-like K = 2880 (strides divisible by 16) with
+    the unit stride specialized as Triton's launcher does.
     """
     backend = Backend(backend)
-    specs = []
     layouts = {
         "k": (tile_shape(90, 1 << 20, True), {"x_stride_k": 1}, ["x_stride_outer", "x_stride_row", "length"]),
         "rows": (tile_shape(90, 1 << 20, False), {"x_stride_row": 1}, ["x_stride_outer", "x_stride_k", "length"]),
     }
-    for dtype_name in ("fp32", "bf16", "fp16"):
-        for mode, mode_id in _MODE_IDS.items():
-            for layout, ((row_tile, group_tile), unit_strides, divisible) in layouts.items():
-                if layout == "rows" and mode is not ScaleMode.FLOOR:
-                    continue  # only the tile differs from the "k" variant; one mode proves it builds
-                signature = {
-                    "x_ptr": f"*{dtype_name}", "blocks_ptr": "*u8", "scales_ptr": "*u8",
-                    "outer": "i32", "rows": "i32", "length": "i32", "groups": "i32",
-                    "x_stride_outer": "i32", "x_stride_row": "i32", "x_stride_k": "i32",
-                    "b_stride_outer": "i32", "b_stride_row": "i32", "b_stride_group": "i32",
-                    "s_stride_outer": "i32", "s_stride_row": "i32", "s_stride_group": "constexpr",
-                    "ROW_TILE": "constexpr", "GROUP_TILE": "constexpr", "MODE": "constexpr",
-                }  # fmt: skip
-                signature.update({name: "constexpr" for name in unit_strides})
-                specs.append(
-                    {
-                        "name": f"quantize_{dtype_name}_{mode.value}_{layout}",
-                        "fn": quantize_mxfp4_kernel,
-                        "signature": signature,
-                        "constexprs": {
-                            "ROW_TILE": row_tile, "GROUP_TILE": group_tile, "MODE": mode_id, "s_stride_group": 1,
-                            **unit_strides,
-                        },  # fmt: skip
-                        "divisible_by_16": divisible + ["b_stride_outer", "b_stride_row", "b_stride_group"],
-                        "num_warps": NUM_WARPS[backend],
-                        "num_stages": NUM_STAGES,
-                    }
-                )
+    variants = [("fp32", mode, "k") for mode in _MODE_IDS] + [
+        ("bf16", ScaleMode.FLOOR, "k"),
+        ("fp16", ScaleMode.FLOOR, "k"),
+        ("bf16", ScaleMode.FLOOR, "rows"),
+    ]
+    specs = []
+    for dtype_name, mode, layout in variants:
+        (row_tile, group_tile), unit_strides, divisible = layouts[layout]
+        signature = {
+            "x_ptr": f"*{dtype_name}", "blocks_ptr": "*u8", "scales_ptr": "*u8",
+            "outer": "i32", "rows": "i32", "length": "i32", "groups": "i32",
+            "x_stride_outer": "i32", "x_stride_row": "i32", "x_stride_k": "i32",
+            "b_stride_outer": "i32", "b_stride_row": "i32", "b_stride_group": "i32",
+            "s_stride_outer": "i32", "s_stride_row": "i32", "s_stride_group": "constexpr",
+            "ROW_TILE": "constexpr", "GROUP_TILE": "constexpr", "MODE": "constexpr",
+        }  # fmt: skip
+        signature.update({name: "constexpr" for name in unit_strides})
+        constexprs = {"ROW_TILE": row_tile, "GROUP_TILE": group_tile, "MODE": _MODE_IDS[mode], "s_stride_group": 1}
+        specs.append(
+            {
+                "name": f"quantize_{dtype_name}_{mode.value}_{layout}",
+                "fn": quantize_mxfp4_kernel,
+                "signature": signature,
+                "constexprs": {**constexprs, **unit_strides},
+                "divisible_by_16": divisible + ["b_stride_outer", "b_stride_row", "b_stride_group"],
+                "num_warps": NUM_WARPS[backend],
+                "num_stages": NUM_STAGES,
+            }
+        )
     return specs
 
 

@@ -2,7 +2,7 @@
 
 Read top to bottom: the config (with the published presets), the pieces of one decoder layer (RMSNorm, YaRN RoPE,
 a static KV cache, attention with sinks, the MoE on :func:`mxfp4.moe`), the model (``forward``, ``decode_step``,
-``generate``, ``memory_report``), then the checkpoint loader.
+``generate``, ``memory_report``), then the checkpoint reader (streamed) and writer (``save_pretrained``).
 
     >>> model = GptOss.from_pretrained("path/to/gpt-oss-20b", device="cuda")      # experts stay MXFP4
     >>> tokens = model.generate(input_ids, max_new_tokens=64, temperature=0)        # greedy
@@ -22,17 +22,17 @@ along the sequence is a *column* (0, 1, ... shared by all rows); the RoPE positi
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..moe import moe
-from ..spec import BYTES_PER_BLOCK, num_blocks
+from ..spec import BYTES_PER_BLOCK, E8M0_BIAS, num_blocks
 from ..tensor import MXFP4Tensor
 
 SLIDING = "sliding_attention"
@@ -169,13 +169,14 @@ class GptOssConfig:
         scaling = config.get("rope_parameters") or config.get("rope_scaling")
         if scaling is not None:
             scaling = dict(scaling)
-            theta = scaling.pop("rope_theta", None)
-            kwargs["rope_theta"] = float(config.get("rope_theta") or theta or cls.rope_theta)
+            theta = scaling.pop("rope_theta", None)  # inside wins over top level, as in transformers
+            kwargs["rope_theta"] = float(theta if theta is not None else config.get("rope_theta", cls.rope_theta))
             kwargs["rope_scaling"] = scaling
         elif "rope_theta" in config:
             kwargs["rope_theta"] = float(config["rope_theta"])
         if "head_dim" in kwargs and kwargs["head_dim"] is None:  # transformers derives a null head_dim
-            kwargs["head_dim"] = kwargs.get("hidden_size", cls.hidden_size) // kwargs.get("num_attention_heads", cls.num_attention_heads)
+            hidden, heads = kwargs.get("hidden_size", cls.hidden_size), kwargs.get("num_attention_heads", cls.num_attention_heads)
+            kwargs["head_dim"] = hidden // heads
         return cls(**kwargs)
 
     @classmethod
@@ -197,7 +198,7 @@ class GptOssConfig:
         """A published configuration: ``"gpt-oss-20b"`` or ``"gpt-oss-120b"``."""
         if name not in PRESETS:
             raise ValueError(f"unknown GPT-OSS preset {name!r}; expected one of {sorted(PRESETS)}")
-        return cls(**PRESETS[name])
+        return cls(**copy.deepcopy(PRESETS[name]))
 
     def to_dict(self) -> dict:
         """A ``config.json`` dict that both transformers and :meth:`from_dict` read as this config."""
@@ -576,6 +577,11 @@ class GptOss(nn.Module):
         check_checkpoint(stored, expected)
         load_tensors(stored, expected, progress=progress)
 
+    def save_pretrained(self, path, *, shards: int = 1) -> Path:
+        """Write ``config.json`` + safetensors (Hub layout, MXFP4 experts) that transformers and :meth:`from_pretrained` read."""
+        config = dataclasses.replace(self.config, quantization_config=copy.deepcopy(MXFP4_QUANTIZATION_CONFIG))
+        return write_checkpoint(path, config, self.state_dict(), shards=shards)
+
     @torch.no_grad()
     def init_random_(self, seed: int = 0) -> "GptOss":
         """Fill the weights with random values of GPT-OSS-like magnitudes (for tests and benchmarks).
@@ -583,16 +589,15 @@ class GptOss(nn.Module):
         Expert bytes get uniformly random codes and scale bytes near 2^-7, so weights stay O(0.01-0.1).
         """
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        for name, tensor in self.state_dict().items():
+        for name, tensor in self.state_dict().items():  # in place: no temporary the size of a weight
             if name.endswith("_blocks"):
-                tensor.copy_(torch.randint(0, 256, tensor.shape, generator=generator, device=self.device, dtype=torch.int32))
+                tensor.random_(0, 256, generator=generator)
             elif name.endswith("_scales"):
-                tensor.copy_(torch.randint(119, 123, tensor.shape, generator=generator, device=self.device, dtype=torch.int32))
+                tensor.random_(E8M0_BIAS - 8, E8M0_BIAS - 4, generator=generator)
             elif name.endswith("norm.weight"):
                 tensor.fill_(1.0)
             else:
-                std = 1.0 if name.endswith("embed_tokens.weight") else 0.02
-                tensor.copy_(torch.randn(tensor.shape, generator=generator, device=self.device) * std)
+                tensor.normal_(0.0, 1.0 if name.endswith("embed_tokens.weight") else 0.02, generator=generator)
         return self
 
     @property
@@ -661,7 +666,8 @@ class GptOss(nn.Module):
         batch, length = input_ids.shape
         cache = self.model.layers[0].self_attn.kv_cache
         if cache is None or cache.keys.shape[0] != batch:
-            raise ValueError(f"call setup_cache({batch}, max_seq_len) first (cache: {None if cache is None else cache.keys.shape[0]} rows)")
+            rows = None if cache is None else cache.keys.shape[0]
+            raise ValueError(f"call setup_cache({batch}, max_seq_len) first (the cache has {rows} rows)")
         if start < 0 or start + length > self._cache_len:
             raise ValueError(f"columns {start}..{start + length - 1} do not fit a cache of {self._cache_len} columns")
         pad = torch.zeros(batch, dtype=torch.int64, device=self.device) if pad is None else pad.to(self.device)
@@ -838,9 +844,12 @@ def read_safetensors_header(file: Path) -> dict[str, StoredTensor]:
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        begin, end = info["data_offsets"]
-        dtype = SAFETENSORS_DTYPES.get(info["dtype"], info["dtype"])
-        shape = tuple(info["shape"])
+        try:
+            begin, end = (int(offset) for offset in info["data_offsets"])
+            dtype = SAFETENSORS_DTYPES.get(info["dtype"], info["dtype"])
+            shape = tuple(int(side) for side in info["shape"])
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{file}: malformed header entry for tensor {name!r}: {info!r}") from None
         if data_start + end > size:
             raise CheckpointError(
                 f"{file} is truncated: tensor {name!r} needs bytes up to {data_start + end}, the file has {size}"
@@ -936,6 +945,67 @@ def load_tensors(stored: dict[str, StoredTensor], targets: dict[str, torch.Tenso
         if handle is not None:
             handle.close()
         bar.close()
+
+
+# =================================================================================================================
+# Writing checkpoints in the same layout
+# =================================================================================================================
+def split_mxfp4(tensors: dict[str, torch.Tensor | MXFP4Tensor]) -> dict[str, torch.Tensor]:
+    """Hub names for the bytes: an :class:`MXFP4Tensor` ``NAME`` becomes ``NAME_blocks`` and ``NAME_scales``."""
+    out = {}
+    for name, tensor in tensors.items():
+        if isinstance(tensor, MXFP4Tensor):
+            out[name + "_blocks"], out[name + "_scales"] = tensor.blocks, tensor.scales
+        else:
+            out[name] = tensor
+    return out
+
+
+def write_checkpoint(path, config: GptOssConfig | dict, tensors: dict[str, torch.Tensor | MXFP4Tensor], *,
+                     shards: int = 1, save=None) -> Path:
+    """Write ``config.json`` and the tensors as ``model.safetensors``, or as ``shards`` files plus the index.
+
+    ``tensors`` may mix plain tensors and :class:`MXFP4Tensor` (written as ``NAME_blocks`` / ``NAME_scales``), on
+    any device: one shard at a time is copied to the CPU. ``save(tensors, file, metadata)`` writes one file
+    (default: safetensors' ``save_file``); pass ``mxfp4.save_file`` to write through the project's own writer.
+    Tensors are dealt to shards in order, balanced by bytes.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    config_dict = config.to_dict() if isinstance(config, GptOssConfig) else config
+    (path / "config.json").write_text(json.dumps(config_dict, indent=2))
+    if save is None:
+        from safetensors.torch import save_file
+
+        def save(group, file, metadata):
+            cpu = {name: t.detach().to("cpu").contiguous() for name, t in split_mxfp4(group).items()}
+            save_file(cpu, str(file), metadata=metadata)
+
+    metadata = {"format": "pt"}  # transformers refuses safetensors files without it
+    if shards == 1:
+        save(tensors, path / "model.safetensors", metadata)
+        return path
+
+    def nbytes(t):
+        return t.nbytes if isinstance(t, MXFP4Tensor) else t.numel() * t.element_size()
+
+    total = sum(nbytes(t) for t in tensors.values())
+    groups, size = [[]], 0
+    for name, tensor in tensors.items():
+        if size >= total * len(groups) / shards and len(groups) < shards:
+            groups.append([])
+        groups[-1].append(name)
+        size += nbytes(tensor)
+    weight_map = {}
+    for i, names in enumerate(groups):
+        file = f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors"
+        save({n: tensors[n] for n in names}, path / file, metadata)
+        for name in names:
+            stored = (name + "_blocks", name + "_scales") if isinstance(tensors[name], MXFP4Tensor) else (name,)
+            weight_map.update(dict.fromkeys(stored, file))
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (path / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    return path
 
 
 def _progress_bar(total: int, enabled: bool):

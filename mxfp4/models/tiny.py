@@ -10,7 +10,7 @@ inside it), and sizes that are multiples of 32 without being powers of two (H = 
 
 from __future__ import annotations
 
-import json
+import copy
 import math
 from pathlib import Path
 
@@ -18,7 +18,7 @@ import torch
 
 from ..spec import BYTES_PER_BLOCK, E2M1_MAGNITUDES, E8M0_BIAS, num_blocks
 from ..tensor import MXFP4Tensor
-from .gpt_oss import MXFP4_QUANTIZATION_CONFIG, GptOssConfig
+from .gpt_oss import MXFP4_QUANTIZATION_CONFIG, GptOssConfig, split_mxfp4, write_checkpoint  # noqa: F401
 
 TINY = dict(
     hidden_size=96, intermediate_size=160, num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=2,
@@ -32,7 +32,7 @@ _E2M1_UNIFORM_RMS = math.sqrt(sum(m * m for m in E2M1_MAGNITUDES) / len(E2M1_MAG
 
 def tiny_config(**overrides) -> GptOssConfig:
     """The tiny test configuration (see the module docstring), with any field overridden."""
-    return GptOssConfig(**{**TINY, **overrides})
+    return GptOssConfig(**copy.deepcopy({**TINY, **overrides}))
 
 
 def random_mxfp4(shape: tuple[int, ...], std: float, generator: torch.Generator) -> MXFP4Tensor:
@@ -97,61 +97,6 @@ def hub_tensors_from_transformers(state_dict: dict[str, torch.Tensor]) -> dict[s
         else:
             out[name] = tensor
     return out
-
-
-def split_mxfp4(tensors: dict[str, torch.Tensor | MXFP4Tensor]) -> dict[str, torch.Tensor]:
-    """Hub names for the bytes: an :class:`MXFP4Tensor` ``NAME`` becomes ``NAME_blocks`` and ``NAME_scales``."""
-    out = {}
-    for name, tensor in tensors.items():
-        if isinstance(tensor, MXFP4Tensor):
-            out[name + "_blocks"], out[name + "_scales"] = tensor.blocks.contiguous(), tensor.scales.contiguous()
-        else:
-            out[name] = tensor.contiguous()
-    return out
-
-
-def write_checkpoint(path, config: GptOssConfig | dict, tensors: dict[str, torch.Tensor | MXFP4Tensor], *,
-                     shards: int = 1, save=None) -> Path:
-    """Write ``config.json`` and the tensors as ``model.safetensors``, or as ``shards`` files plus the index.
-
-    ``save(tensors, file, metadata)`` writes one file (default: safetensors' ``save_file`` on the split bytes);
-    pass ``mxfp4.save_file`` to write through the project's own writer. Tensors are dealt to shards in order,
-    by size, as the Hub files are.
-    """
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    config_dict = config.to_dict() if isinstance(config, GptOssConfig) else config
-    (path / "config.json").write_text(json.dumps(config_dict, indent=2))
-    if save is None:
-        from safetensors.torch import save_file
-
-        def save(group, file, metadata):
-            save_file(split_mxfp4(group), str(file), metadata=metadata)
-
-    metadata = {"format": "pt"}  # transformers refuses safetensors files without it
-    if shards == 1:
-        save(tensors, path / "model.safetensors", metadata)
-        return path
-
-    def nbytes(t):
-        return t.nbytes if isinstance(t, MXFP4Tensor) else t.numel() * t.element_size()
-
-    total = sum(nbytes(t) for t in tensors.values())
-    groups, size = [[]], 0
-    for name, tensor in tensors.items():
-        if size >= total * len(groups) / shards and len(groups) < shards:
-            groups.append([])
-        groups[-1].append(name)
-        size += nbytes(tensor)
-    weight_map = {}
-    for i, names in enumerate(groups):
-        file = f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors"
-        save({n: tensors[n] for n in names}, path / file, metadata)
-        for name in split_mxfp4({n: tensors[n] for n in names}):
-            weight_map[name] = file
-    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    (path / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
-    return path
 
 
 def build_tiny_checkpoint(path, seed: int = 0, *, shards: int = 1, **overrides) -> Path:
