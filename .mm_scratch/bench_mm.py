@@ -26,13 +26,15 @@ def reference(a, bl, sc, bias):
     return y
 
 def check(M, N, K, dtype, backend, schedule=None, bias=True):
-    bl, sc = rand_weight(N, K, seed=M * 7 + N)
-    a = torch.randn(M, K, device=dev, dtype=dtype)
-    b = torch.randn(N, device=dev, dtype=dtype) if bias else None
-    y = mm.matmul(a, bl[0], sc[0], b, Backend(backend), _schedule=schedule)
-    r = reference(a, bl[0], sc[0], b)
-    err = ((y.double() - r).norm() / r.norm()).item()
-    return err, bool(torch.isfinite(y).all())
+    worst, fin = 0.0, True
+    for rep in range(2):  # the second call of a shape takes the cached fast launch
+        bl, sc = rand_weight(N, K, seed=M * 7 + N + rep)
+        a = torch.randn(M, K, device=dev, dtype=dtype)
+        b = torch.randn(N, device=dev, dtype=dtype) if bias else None
+        y = mm.matmul(a, bl[0], sc[0], b, Backend(backend), _schedule=schedule)
+        r = reference(a, bl[0], sc[0], b)
+        worst = max(worst, ((y.double() - r).norm() / r.norm()).item()); fin = fin and bool(torch.isfinite(y).all())
+    return worst, fin
 
 def time_graph(fn, reps=20):
     """Pure GPU time per call: a CUDA graph of `reps` calls, replayed."""
@@ -115,13 +117,6 @@ if "host" in what:
     wt = torch.randn(N, K, device=dev, dtype=torch.bfloat16)
     be = Backend.HOPPER
     out = mm.matmul(a, bl[0], sc[0], None, be)
-    plan = mm._cached_plan(be, 1, N, K, torch.bfloat16, 0, None, False)
-    ws = mm._workspace(a.device, plan.partial_elems, plan.tiles)
-    args = (a, bl[0], sc[0], out, out, ws[0], ws[1], 1, N, K, 90, plan.groups_per_split, a.stride(0), a.stride(1), bl[0].stride(0), sc[0].stride(0), sc[0].stride(1), out.stride(0), out.stride(1))
-    kw = dict(HAS_BIAS=False, num_warps=plan.num_warps, num_stages=plan.num_stages, **dict(plan.constexprs))
-    compiled = plan.kernel[plan.grid](*args, **kw)
-    runner = compiled[plan.grid]
-    full_args = args + tuple(dict(plan.constexprs).values()) + (False,)
     def host(name, fn, n=3000):
         for _ in range(50): fn()
         torch.cuda.synchronize(); t0 = time.perf_counter()
@@ -129,24 +124,17 @@ if "host" in what:
         t1 = time.perf_counter(); torch.cuda.synchronize()
         log(kind="host", what=name, us=(t1 - t0) / n * 1e6)
     host("torch.empty", lambda: torch.empty((1, N), dtype=torch.bfloat16, device=dev))
-    host("current_stream", lambda: torch.cuda.current_stream(a.device).cuda_stream)
-    host("cached_plan", lambda: mm._cached_plan(be, 1, N, K, torch.bfloat16, 0, None, False))
-    host("workspace", lambda: mm._workspace(a.device, plan.partial_elems, plan.tiles))
-    host("jit_launch", lambda: plan.kernel[plan.grid](*args, **kw))
-    try:
-        host("compiled_runner", lambda: runner(*full_args))
-    except Exception as e:
-        log(kind="host", what="compiled_runner", error=str(e)[:300])
+    host("raw_stream", lambda: mm._current_stream(0))
     host("mm.matmul", lambda: mm.matmul(a, bl[0], sc[0], None, be))
     host("mxfp4.matmul", lambda: mxfp4.matmul(a, w, backend="hopper"))
     host("mxfp4.matmul auto", lambda: mxfp4.matmul(a, w))
     host("F.linear", lambda: torch.nn.functional.linear(a, wt))
 
 if "gemv2" in what:
-    variants = [mm.GemvConfig(32, 8, 4), mm.GemvConfig(64, 8, 8), mm.GemvConfig(64, 4, 4), mm.GemvConfig(32, 4, 4),
-                mm.GemvConfig(128, 4, 8), mm.GemvConfig(64, 8, 8, 2), mm.GemvConfig(32, 8, 2)]
+    variants = [mm.GemvConfig(64, 4, 4), mm.GemvConfig(64, 8, 4), mm.GemvConfig(32, 8, 4), mm.GemvConfig(64, 8, 8),
+                mm.GemvConfig(32, 4, 4), mm.GemvConfig(128, 4, 8), mm.GemvConfig(64, 2, 4)]
     for cfg in variants:
-        for pps, ms in ((4, 2), (8, 1), (8, 2), (16, 1)):
+        for pps, ms in ((4, 2), (8, 1), (16, 1)):
             set_cfg(gemv=cfg, pps=pps, min_steps=ms)
             for (N, K) in SHAPES:
                 t, te = bench_mm(1, N, K, schedule="gemv", eager=False)

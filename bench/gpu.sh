@@ -48,6 +48,17 @@ if [ -z "${SKIP_BENCH:-}" ]; then
     2>&1 | tee "$OUT_DIR/bench.log" | tail -n 60
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
   note "bench: table in $OUT_DIR/bench.log"
+  python3 -m pytest -q -p no:cacheprovider bench/bench_moe.py --benchmark-only --benchmark-json="$OUT_DIR/bench_moe.json" \
+    2>&1 | tee "$OUT_DIR/bench_moe.log" | tail -n 40
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+  note "bench_moe: $(tail -n 1 "$OUT_DIR/bench_moe.log")"
+fi
+
+if [ -z "${SKIP_MODEL:-}" ]; then
+  python3 bench/gpt_oss_gpu.py --preset gpt-oss-20b --preset gpt-oss-120b --json "$OUT_DIR/gpt_oss.json" \
+    2>&1 | tee "$OUT_DIR/gpt_oss.log" | tail -n 8
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+  note "gpt-oss: $(tail -n 2 "$OUT_DIR/gpt_oss.log" | tr '\n' ' ')"
 fi
 
 echo

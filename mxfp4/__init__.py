@@ -18,7 +18,7 @@ _LAZY = {
     "quantize": "mxfp4.ops",
     "dequantize": "mxfp4.ops",
     "matmul": "mxfp4.ops",
-    "moe": "mxfp4.moe",
+    "moe": "mxfp4.moe_layer",
     "save_file": "mxfp4.io",
     "load_file": "mxfp4.io",
     "MXFP4FormatError": "mxfp4.io",

@@ -94,19 +94,21 @@ def time_gpu(fn) -> float:
     return do_bench(fn, warmup=25, rep=100, return_mode="median") / 1e3
 
 
-def timer(device: torch.device, quick: bool):
+def timer(device: torch.device, quick: bool, tiny: bool = False):
     if device.type == "cuda":
         return time_gpu
+    if tiny:
+        return lambda fn: time_cpu(fn, min_seconds=0.0, min_runs=1)
     return lambda fn: time_cpu(fn, min_seconds=0.2 if quick else 1.0)
 
 
 # =================================================================================================================
 # ceilings
 # =================================================================================================================
-def measure_ceilings(device: torch.device, quick: bool) -> dict:
+def measure_ceilings(device: torch.device, quick: bool, tiny: bool = False) -> dict:
     """Copy bandwidth (GB/s, read + write) and matmul peak (TFLOP/s) of ``device``, on buffers beyond the caches."""
-    measure = timer(device, quick)
-    copy_bytes = (256 << 20) if device.type == "cpu" or quick else (1 << 30)
+    measure = timer(device, quick, tiny)
+    copy_bytes = (16 << 20) if tiny else (256 << 20) if device.type == "cpu" or quick else (1 << 30)
     src = torch.empty(copy_bytes, dtype=torch.uint8, device=device).random_()
     dst = torch.empty_like(src)
     copy_seconds = measure(lambda: dst.copy_(src))
@@ -116,7 +118,7 @@ def measure_ceilings(device: torch.device, quick: bool) -> dict:
         size = 4096 if quick else 8192
         dtypes = (torch.bfloat16,)
     else:
-        size = 1024 if quick else 2048
+        size = 256 if tiny else 1024 if quick else 2048
         dtypes = (torch.float32, torch.bfloat16)
     generator = torch.Generator(device=device).manual_seed(0)
     for dtype in dtypes:
@@ -235,7 +237,9 @@ def quantize_cases(device, args, measure) -> list[Row]:
 
     import mxfp4
 
-    if device.type == "cuda":
+    if args.tiny:
+        shape = (64, 2880)
+    elif device.type == "cuda":
         shape = (16384, 8192) if args.quick else (32768, 8192)  # 256 / 512 MiB of bf16
     else:
         shape = (5760, 2880)
@@ -248,7 +252,7 @@ def quantize_cases(device, args, measure) -> list[Row]:
         if mode not in args.modes:
             continue
         mode_rows = []
-        if device.type == "cpu":
+        if not args.triton:
             baseline_fn = lambda: quantize_ml_dtypes(x, mode)  # noqa: E731
             base = Row("quantize", label, f"ml_dtypes ({mode})", measure(baseline_fn), moved, baseline=True)
             mode_rows.append(base)
@@ -267,9 +271,9 @@ def quantize_cases(device, args, measure) -> list[Row]:
             for row in mode_rows[1:]:
                 row.speedups["ml_dtypes"] = base.seconds / row.seconds
         else:
-            for path in _gpu_paths(args, device):
+            for path in _gpu_paths(args, device) + ["torch"]:
                 fn = lambda path=path: mxfp4.quantize(x, scale_mode=mode, backend=path)  # noqa: E731
-                mode_rows.append(Row("quantize", label, f"{path} ({mode})", measure(fn), moved))
+                mode_rows.append(Row("quantize", label, f"{path} ({mode})", measure(fn), moved, note=args.note))
         rows += mode_rows
     return rows
 
@@ -281,14 +285,16 @@ def dequantize_cases(device, args, measure) -> list[Row]:
 
     experts = 1 if args.quick else 8
     rows_per_expert, groups = 5760, 90  # gpt-oss gate_up_proj: [E, 2I = 5760, H/32 = 90, 16]
-    if device.type == "cuda":
+    if args.tiny:
+        experts, rows_per_expert = 1, 64
+    elif device.type == "cuda":
         experts = 16 if args.quick else 32  # 32 experts: 1 GiB of bf16 output
     q = random_mxfp4((experts, rows_per_expert, groups * BLOCK_SIZE), device)
     numel = q.numel()
     moved = numel * MXFP4_BYTES_PER_ELEMENT + numel * 2
     label = f"experts [{experts}, {rows_per_expert}, {groups}, 16] -> bf16"
     rows = []
-    if device.type == "cpu":
+    if not args.triton:
         from transformers.integrations.mxfp4 import convert_moe_packed_tensors
 
         baseline_fn = lambda: convert_moe_packed_tensors(q.blocks, q.scales, dtype=torch.bfloat16)  # noqa: E731
@@ -309,9 +315,9 @@ def dequantize_cases(device, args, measure) -> list[Row]:
         for row in rows[1:]:
             row.speedups["transformers"] = base.seconds / row.seconds
     else:
-        for path in _gpu_paths(args, device):
+        for path in _gpu_paths(args, device) + ["torch"]:
             fn = lambda path=path: mxfp4.dequantize(q, torch.bfloat16, backend=path)  # noqa: E731
-            rows.append(Row("dequantize", label, path, measure(fn), moved))
+            rows.append(Row("dequantize", label, path, measure(fn), moved, note=args.note))
     return rows
 
 
@@ -332,10 +338,10 @@ def matmul_cases(device, args, measure) -> list[Row]:
                         measure(lambda: a @ dequantize_naive(w.blocks, w.scales, torch.bfloat16).T),
                         io + n * k * MXFP4_BYTES_PER_ELEMENT, flops, baseline=True)
             case_rows = [base, naive]
-            paths = ["torch"] if device.type == "cpu" else _gpu_paths(args, device) + ["torch"]
+            paths = _gpu_paths(args, device) + ["torch"] if args.triton else ["torch"]
             for path in paths:
                 fn = lambda path=path: mxfp4.matmul(a, w, backend=path)  # noqa: E731
-                row = Row("matmul", label, path, measure(fn), io + n * k * MXFP4_BYTES_PER_ELEMENT, flops)
+                row = Row("matmul", label, path, measure(fn), io + n * k * MXFP4_BYTES_PER_ELEMENT, flops, note=args.note)
                 row.speedups = {"torch bf16": base.seconds / row.seconds, "naive": naive.seconds / row.seconds}
                 case_rows.append(row)
             rows += case_rows
@@ -343,7 +349,10 @@ def matmul_cases(device, args, measure) -> list[Row]:
 
 
 def _gpu_paths(args, device) -> list[str]:
-    """The Triton paths this GPU can run (forced paths that cannot run are reported, not silently skipped)."""
+    """The Triton paths this GPU can run (forced paths that cannot run are reported, not silently skipped).
+
+    On a CPU they run only with ``--interpreted`` (the tests' plumbing check), never as timings.
+    """
     from .dispatch import Backend, BackendUnavailableError, check_backend
 
     paths = []
@@ -412,11 +421,21 @@ def _cpu_name() -> str:
     return f"{platform.processor() or 'CPU'} ({os.cpu_count()} cores visible)"
 
 
-def plot_roofline(path: Path, rows: list[Row], ceilings: dict, title: str) -> None:
-    """Matmul rows on the roofline (TFLOP/s vs flop/byte); conversions as % of copy bandwidth beside it."""
+def rows_from_report(report: dict) -> list[Row]:
+    """The rows of a JSON report written by ``--json`` (e.g. to redraw its roofline in a notebook)."""
+    fields = {f.name for f in dataclasses.fields(Row)}
+    return [Row(**{k: v for k, v in result.items() if k in fields}) for result in report["results"]]
+
+
+def plot_roofline(rows: list[Row], ceilings: dict, title: str, path: Path | None = None):
+    """Matmul rows on the roofline (TFLOP/s vs flop/byte); conversions as % of copy bandwidth beside it.
+
+    Saves a PNG to ``path`` (and closes the figure) or returns the figure (notebooks).
+    """
     import matplotlib
 
-    matplotlib.use("Agg")
+    if path is not None:
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (roof, bars) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [3, 2]})
@@ -425,11 +444,12 @@ def plot_roofline(path: Path, rows: list[Row], ceilings: dict, title: str) -> No
     x = [10 ** (e / 20) for e in range(int(20 * math.log10(max(min(intensities) / 4, 1e-2))),
                                        int(20 * math.log10(max(intensities) * 4)) + 1)]
     roof.plot(x, [roof_tflops(i, ceilings) for i in x], color="black", label="roofline (copy BW, matmul peak)")
-    markers = {}
+    by_path: dict[str, list[Row]] = {}
     for row in matmuls:
-        key = row.path
-        style = markers.setdefault(key, "osD^v<>phx*+"[len(markers) % 12])
-        roof.scatter(row.flops / row.bytes, row.tflops, marker=style, label=key if key not in roof.get_legend_handles_labels()[1] else None)
+        by_path.setdefault(row.path, []).append(row)
+    for index, (path_name, path_rows) in enumerate(by_path.items()):
+        roof.scatter([r.flops / r.bytes for r in path_rows], [r.tflops for r in path_rows], label=path_name,
+                     marker="osD^v<>ph*"[index % 10], color=f"C{index % 10}", s=28)
     roof.set_xscale("log")
     roof.set_yscale("log")
     roof.set_xlabel("arithmetic intensity (flop / byte moved)")
@@ -447,8 +467,11 @@ def plot_roofline(path: Path, rows: list[Row], ceilings: dict, title: str) -> No
     bars.set_xlabel("% of copy bandwidth (bytes read + written)")
     bars.set_title("quantize / dequantize")
     fig.tight_layout()
+    if path is None:
+        return fig
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return None
 
 
 # =================================================================================================================
@@ -465,6 +488,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smaller tensors, fewer cases, shorter timing (a smoke run)")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--png", type=Path, help="draw the roofline plot here")
+    # For the project's own tests: tiny tensors, and the GPU case list run under Triton's interpreter on a CPU
+    # (TRITON_INTERPRET=1). Such rows say INTERPRETED and are plumbing checks, never timings.
+    parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--interpreted", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.device = torch.device(args.device)
     args.ops = [op.strip() for op in args.ops.split(",") if op.strip()]
@@ -487,14 +514,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.shapes = ([MATMUL_SHAPES[0], MATMUL_SHAPES[2]] if args.quick else list(MATMUL_SHAPES)) if on_gpu else [MATMUL_SHAPES[0]]
     if args.device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
+    if args.interpreted and args.device.type == "cuda":
+        parser.error("--interpreted is for CPU plumbing checks")
+    args.triton = args.device.type == "cuda" or args.interpreted
+    args.note = "INTERPRETED: not a timing" if args.interpreted else ""
+    if args.tiny:
+        args.quick = True
+        args.m, args.shapes = [1, 3], [(64, 96)]
     return args
 
 
 def run(args: argparse.Namespace) -> dict:
     device = args.device
-    measure = timer(device, args.quick)
+    measure = timer(device, args.quick, args.tiny)
     started = time.time()
-    ceilings = measure_ceilings(device, args.quick)
+    ceilings = measure_ceilings(device, args.quick, args.tiny)
     rows: list[Row] = []
     cases = {"quantize": quantize_cases, "dequantize": dequantize_cases, "matmul": matmul_cases}
     for op in args.ops:
@@ -523,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# wrote {args.json}")
     if args.png:
         args.png.parent.mkdir(parents=True, exist_ok=True)
-        plot_roofline(args.png, rows, report["ceilings"], report["machine"]["device"])
+        plot_roofline(rows, report["ceilings"], report["machine"]["device"], args.png)
         print(f"# wrote {args.png}")
     return 0
 

@@ -38,6 +38,7 @@ from .spec import (
     BLOCK_SIZE,
     BYTES_PER_BLOCK,
     E2M1_EMAX,
+    E2M1_MAGNITUDES,
     E2M1_MAX,
     E2M1_ROUNDING_THRESHOLDS,
     E2M1_SIGN_BIT,
@@ -58,7 +59,9 @@ COMPILE_POLICIES = ("auto", "always", "never")
 COMPILE_MIN_ELEMENTS = 1 << 20
 """Under the ``auto`` policy, tensors smaller than this run eagerly: a first compile costs seconds."""
 CHUNK_ELEMENTS = 1 << 20
-"""Elements per eager chunk: bounds the eager path's intermediates to a few tens of MB."""
+"""Elements per eager chunk on a CPU: bounds the eager path's intermediates to a few tens of MB."""
+CHUNK_ELEMENTS_ACCELERATOR = 1 << 24
+"""Elements per eager chunk elsewhere (the torch path on a GPU): fewer, larger launches; a few hundred MB at most."""
 
 # --- float32 bit layout (the quantizer works on float32 bit patterns; spec constants are about E2M1/E8M0) --------
 _F32_MANTISSA_BITS = 23
@@ -119,7 +122,7 @@ def quantize(x: torch.Tensor, scale_mode: ScaleMode | str) -> tuple[torch.Tensor
     else:
         use_compiled = _use_compiled(x.device, x.numel())
         kernel = _compiled_quantize(mode) if use_compiled else _QUANTIZE_BY_MODE[mode]
-    rows_per_chunk = rows if use_compiled else max(1, CHUNK_ELEMENTS // max(1, groups * BLOCK_SIZE))
+    rows_per_chunk = rows if use_compiled else max(1, _chunk_elements(x.device) // max(1, groups * BLOCK_SIZE))
 
     blocks = scales = None
     for start, chunk in _row_chunks(x, rows_per_chunk):
@@ -188,27 +191,34 @@ def _e2m1_magnitude_code(scaled: torch.Tensor) -> torch.Tensor:
     return code
 
 
-def _twice_e2m1_magnitude(code: torch.Tensor) -> torch.Tensor:
-    """2 * E2M1 magnitude of codes 0..7 as integers (0, 1, 2, 3, 4, 6, 8, 12): codes >= 2 are (2 + m) << (e - 1)."""
-    mantissa = code & 1
-    exponent = code >> 1
-    return torch.where(code < 2, code, (2 + mantissa) << (exponent - 1).clamp(min=0))
+# How much twice the E2M1 magnitude grows at each rounding threshold: (1, 1, 1, 1, 2, 2, 4).
+_TWICE_MAGNITUDE_STEPS = tuple(int(2 * (high - low)) for low, high in zip(E2M1_MAGNITUDES, E2M1_MAGNITUDES[1:]))
 
 
-def _mse_error_difference(low_scaled, low_code, high_code, step, accumulate: torch.dtype) -> torch.Tensor:
-    """Per element: its share of ``err_high - err_low`` (in units of ``4**-k_low / 4``), for the MSE mode.
+def _e2m1_round(scaled: torch.Tensor, accumulate: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Magnitude codes (int32) and twice their E2M1 magnitude (``accumulate``, exact integers 0..12) of scaled values.
 
-    ``low_scaled`` is ``|x| / 2**k_low`` (float32), ``low_code``/``high_code`` the magnitude codes under the low and
-    high exponent, ``step`` = ``k_high - k_low`` (0 or 1). Works in units of ``2**k_low / 2``: with ``a = 2|x|/2**k_low``, ``L``/``H`` twice the low/high reconstructions
-    (integers), ``err_high - err_low = sum (L - H) * (2a - L - H)``. Every term is a small integer times a value
-    on a grid fine enough for the input, so the sum is exact: in float32 for bfloat16 input (8-bit mantissas),
-    in float64 for float16/float32. The reference's float64 sum of squares agrees with it except on exact ties
-    carrying elements far below the block's scale (see the report in tests/test_torch_ops.py).
+    Both come from the same threshold tests: the code counts the thresholds passed, the value adds each step.
     """
-    twice_low = _twice_e2m1_magnitude(low_code)
-    twice_high = _twice_e2m1_magnitude(high_code) << step
-    doubled = 4 * low_scaled.to(accumulate)
-    return (twice_low - twice_high).to(accumulate) * (doubled - (twice_low + twice_high).to(accumulate))
+    code = twice = None
+    for (midpoint, tie_rounds_up), step in zip(E2M1_ROUNDING_THRESHOLDS, _TWICE_MAGNITUDE_STEPS):
+        passed = (scaled >= midpoint) if tie_rounds_up else (scaled > midpoint)
+        code = passed.to(torch.int32) if code is None else code + passed.to(torch.int32)
+        twice = passed.to(accumulate) * step if twice is None else twice + passed.to(accumulate) * step
+    return code, twice
+
+
+def _mse_error_difference(low_scaled, twice_low, twice_high, accumulate: torch.dtype) -> torch.Tensor:
+    """Per element: its share of ``err_high - err_low`` for the MSE mode, in units of ``4**k_low / 4``.
+
+    ``low_scaled`` is ``a = |x| / 2**k_low`` (float32); ``twice_low`` / ``twice_high`` are twice the low and high
+    reconstructions in units of ``2**k_low`` (``L``, ``H``: integers). Then ``(2a - H)**2 - (2a - L)**2 =
+    (L - H) * (4a - L - H)``. Every term is a small integer times a value on a grid fine enough for the input, so
+    the block's sum is exact in any order: in float32 for bfloat16 input (8-bit mantissas), in float64 for
+    float16/float32. (The reference sums squares in float64; it agrees except on exact ties that also hold elements
+    far below the block's scale, where its rounding can break the tie: see tests/test_torch_ops.py.)
+    """
+    return (twice_low - twice_high) * (4 * low_scaled.to(accumulate) - twice_low - twice_high)
 
 
 def _quantize_words(words: torch.Tensor, dtype: torch.dtype, mode: ScaleMode):
@@ -231,14 +241,16 @@ def _quantize_words(words: torch.Tensor, dtype: torch.dtype, mode: ScaleMode):
         exp_high = (floor_rule + 1).clamp(E8M0_MIN_EXPONENT, E8M0_MAX_EXPONENT)
         inv_low = _power_of_two(-exp_low)[..., None]
         inv_high = _power_of_two(-exp_high)[..., None]
-        low_scaled_0, low_scaled_1 = low_value * inv_low, high_value * inv_low
-        code_l0, code_l1 = _e2m1_magnitude_code(low_scaled_0), _e2m1_magnitude_code(low_scaled_1)
-        code_h0 = _e2m1_magnitude_code(low_value * inv_high)
-        code_h1 = _e2m1_magnitude_code(high_value * inv_high)
-        step = (exp_high - exp_low)[..., None]
         accumulate = torch.float32 if dtype == torch.bfloat16 else torch.float64
-        difference = _mse_error_difference(low_scaled_0, code_l0, code_h0, step, accumulate)
-        difference = difference + _mse_error_difference(low_scaled_1, code_l1, code_h1, step, accumulate)
+        # High reconstructions in units of 2**k_low: twice as coarse, unless both exponents clamped to -127.
+        high_unit = (1 + exp_high - exp_low).to(accumulate)[..., None]
+        low_scaled_0, low_scaled_1 = low_value * inv_low, high_value * inv_low
+        code_l0, twice_l0 = _e2m1_round(low_scaled_0, accumulate)
+        code_l1, twice_l1 = _e2m1_round(low_scaled_1, accumulate)
+        code_h0, twice_h0 = _e2m1_round(low_value * inv_high, accumulate)
+        code_h1, twice_h1 = _e2m1_round(high_value * inv_high, accumulate)
+        difference = _mse_error_difference(low_scaled_0, twice_l0, twice_h0 * high_unit, accumulate)
+        difference = difference + _mse_error_difference(low_scaled_1, twice_l1, twice_h1 * high_unit, accumulate)
         prefer_high = difference.sum(-1) < 0  # strictly smaller error; FLOOR on a tie
         exponent = torch.where(prefer_high, exp_high, exp_low)
         code_even = torch.where(prefer_high[..., None], code_h0, code_l0)
@@ -356,7 +368,7 @@ def dequantize(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype, l
         table, decode = _pair_table(dtype, blocks.device), _decode_pairs
         use_compiled = _use_compiled(blocks.device, rows * full)
     kernel = _compiled_decode_pairs() if use_compiled else decode
-    rows_per_chunk = rows if use_compiled else max(1, CHUNK_ELEMENTS // max(1, full))
+    rows_per_chunk = rows if use_compiled else max(1, _chunk_elements(blocks.device) // max(1, full))
 
     out = None
     for start in range(0, rows, rows_per_chunk):
@@ -435,6 +447,10 @@ def _use_compiled(device: torch.device, numel: int) -> bool:
     if torch.compiler.is_compiling():  # already inside someone's torch.compile: let it trace the plain ops
         return False
     return policy == "always" or numel >= COMPILE_MIN_ELEMENTS
+
+
+def _chunk_elements(device: torch.device) -> int:
+    return CHUNK_ELEMENTS if device.type == "cpu" else CHUNK_ELEMENTS_ACCELERATOR
 
 
 def _run(kernel, eager, *args):

@@ -14,7 +14,7 @@ import pytest
 
 from mxfp4.triton_kernels import aot
 
-CASES = [(backend, capability, module) for backend, caps in aot.TARGETS.items() for capability in caps for module in aot.KERNEL_MODULES]
+CASES = [(path, cap, module) for path, caps in aot.TARGETS.items() for cap in caps for module in aot.KERNEL_MODULES]
 EXACT_MODULES = ("quantize", "dequantize", "pack")
 """Kernels whose bit-exactness needs float32 subnormals kept: no flush-to-zero instruction may appear."""
 BUILD_JOBS = max(1, min(4, os.cpu_count() or 1))

@@ -53,8 +53,11 @@ def expected_dequantize(blocks: torch.Tensor, scales: torch.Tensor, dtype_name: 
 def check_dequantize(blocks, scales, dtype_name: str, length: int, backend: str, what: str = "") -> torch.Tensor:
     out = dequantize(blocks, scales, DTYPES[dtype_name], length, Backend(backend))
     assert out.dtype == DTYPES[dtype_name] and out.shape == (*blocks.shape[:-2], length), (out.dtype, out.shape)
-    assert_bitwise_equal(as_comparable(out), as_comparable(expected_dequantize(blocks, scales, dtype_name, length)),
-                         what=f"{what} {backend} {dtype_name} blocks {tuple(blocks.shape)} length {length}")  # fmt: skip
+    assert_bitwise_equal(
+        as_comparable(out),
+        as_comparable(expected_dequantize(blocks, scales, dtype_name, length)),
+        what=f"{what} {backend} {dtype_name} blocks {tuple(blocks.shape)} length {length}",
+    )
     return out
 
 
@@ -86,16 +89,42 @@ TWO_POW = 2.0
 # (id, block byte (every byte of the block), scale byte, {dtype: expected value of element 0 (low nibble), element 1})
 GOLDEN = [
     ("quarter_minus_eighth", 0x92, 125, {"fp32": (0.25, -0.125), "bf16": (0.25, -0.125), "fp16": (0.25, -0.125)}),
-    ("scale0_is_2^-127", 0x31, 0, {"fp32": (TWO_POW**-128, 1.5 * TWO_POW**-127), "bf16": (TWO_POW**-128, 1.5 * TWO_POW**-127),
-                                   "fp16": (0.0, 0.0)}),  # fmt: skip
+    (
+        "scale0_is_2^-127",
+        0x31,
+        0,
+        {
+            "fp32": (TWO_POW**-128, 1.5 * TWO_POW**-127),
+            "bf16": (TWO_POW**-128, 1.5 * TWO_POW**-127),
+            "fp16": (0.0, 0.0),
+        },
+    ),  # fmt: skip
     ("negative_zero", 0x88, 127, {"fp32": (-0.0, -0.0), "bf16": (-0.0, -0.0), "fp16": (-0.0, -0.0)}),
-    ("top_scale_overflows", 0x37, 254, {"fp32": (float("inf"), 1.5 * TWO_POW**127), "bf16": (float("inf"), 1.5 * TWO_POW**127),
-                                        "fp16": (float("inf"), float("inf"))}),  # fmt: skip
+    (
+        "top_scale_overflows",
+        0x37,
+        254,
+        {
+            "fp32": (float("inf"), 1.5 * TWO_POW**127),
+            "bf16": (float("inf"), 1.5 * TWO_POW**127),
+            "fp16": (float("inf"), float("inf")),
+        },
+    ),  # fmt: skip
     ("fp16_overflow", 0x17, E8M0_BIAS + 16, {"fp32": (6 * 65536.0, 32768.0), "fp16": (float("inf"), 32768.0)}),
     # 2**-25 * {1.5, 0.5}: 0.75 * 2**-24 rounds up to the smallest fp16 subnormal; 0.25 * 2**-24 rounds to 0.
-    ("fp16_subnormal_rounding", 0x13, E8M0_BIAS - 25, {"fp32": (1.5 * TWO_POW**-25, 0.5 * TWO_POW**-25), "fp16": (TWO_POW**-24, 0.0)}),
+    (
+        "fp16_subnormal_rounding",
+        0x13,
+        E8M0_BIAS - 25,
+        {"fp32": (1.5 * TWO_POW**-25, 0.5 * TWO_POW**-25), "fp16": (TWO_POW**-24, 0.0)},
+    ),
     ("fp16_tie_to_even", 0x22, E8M0_BIAS - 25, {"fp16": (0.0, 0.0)}),  # 2**-25: halfway between 0 and 2**-24
-    ("nan_scale", 0x00, E8M0_NAN, {"fp32": (float("nan"),) * 2, "bf16": (float("nan"),) * 2, "fp16": (float("nan"),) * 2}),
+    (
+        "nan_scale",
+        0x00,
+        E8M0_NAN,
+        {"fp32": (float("nan"),) * 2, "bf16": (float("nan"),) * 2, "fp16": (float("nan"),) * 2},
+    ),
 ]
 
 
@@ -136,7 +165,9 @@ def test_property_matches_reference(backend, data):
     q = MXFP4Tensor.from_blocks(torch.from_numpy(blocks).to(DEVICE), torch.from_numpy(scales).to(DEVICE), shape, axis)
     out = mxfp4.dequantize(q, DTYPES[dtype_name], backend=backend)
     expected = np.moveaxis(expected_dequantize(q.blocks, q.scales, dtype_name, length), -1, axis)
-    assert_bitwise_equal(as_comparable(out), as_comparable(expected), what=f"{backend} {dtype_name} shape {shape} axis {axis}")
+    assert_bitwise_equal(
+        as_comparable(out), as_comparable(expected), what=f"{backend} {dtype_name} shape {shape} axis {axis}"
+    )
 
 
 # --- layouts, poison, masking ----------------------------------------------------------------------------------
@@ -147,12 +178,19 @@ def test_strided_and_permuted_inputs(backend, rng, device):
         "row_slice": (blocks[1:5:2], scales[1:5:2]),
         "group_slice": (blocks[:, :, 2:6], scales[:, :, 2:6]),
         "transposed_lead": (blocks.transpose(0, 1), scales.transpose(0, 1)),
-        "permuted_3d_lead": (blocks[None].expand(3, 6, 5, 7, 16).permute(2, 0, 1, 3, 4), scales[None].expand(3, 6, 5, 7).permute(2, 0, 1, 3)),
+        "permuted_3d_lead": (
+            blocks[None].expand(3, 6, 5, 7, 16).permute(2, 0, 1, 3, 4),
+            scales[None].expand(3, 6, 5, 7).permute(2, 0, 1, 3),
+        ),
         "expanded": (blocks[:1].expand(4, 5, 7, 16), scales[:1].expand(4, 5, 7)),
     }
     for name, (b, s) in cases.items():
         groups = b.shape[-2]
-        for dtype_name, length in (("bf16", groups * BLOCK_SIZE), ("fp32", groups * BLOCK_SIZE - 13), ("fp16", groups * BLOCK_SIZE - 31)):
+        for dtype_name, length in (
+            ("bf16", groups * BLOCK_SIZE),
+            ("fp32", groups * BLOCK_SIZE - 13),
+            ("fp16", groups * BLOCK_SIZE - 31),
+        ):
             check_dequantize(b, s, dtype_name, length, backend, what=name)
 
 
@@ -165,8 +203,11 @@ def test_poisoned_outputs(poison, backend, rng, device):
         out = torch.full((23, 110), poison, dtype=dtype, device=device)
         got = dequantize(blocks, scales, dtype, 110, Backend(backend), out=out)
         assert got is out
-        assert_bitwise_equal(as_comparable(out), as_comparable(expected_dequantize(blocks, scales, dtype_name, 110)),
-                             what=f"poison {poison} {dtype_name}")  # fmt: skip
+        assert_bitwise_equal(
+            as_comparable(out),
+            as_comparable(expected_dequantize(blocks, scales, dtype_name, 110)),
+            what=f"poison {poison} {dtype_name}",
+        )
 
 
 @pytest.mark.parametrize("dtype_name", list(DTYPES))
@@ -179,7 +220,9 @@ def test_masking_views_into_nan_buffers(backend, dtype_name, rng, device, monkey
     monkeypatch.setattr(dequantize_module, "ELEMENTS_PER_PROGRAM", 256)
     monkeypatch.setattr(dequantize_module, "MAX_GROUP_TILE", 2)
     rows, groups, length = 19, 7, 200
-    big_blocks = torch.from_numpy(rng.integers(0, 256, (rows + 4, groups + 3, BYTES_PER_BLOCK), dtype=np.uint8)).to(device)
+    big_blocks = torch.from_numpy(rng.integers(0, 256, (rows + 4, groups + 3, BYTES_PER_BLOCK), dtype=np.uint8)).to(
+        device
+    )
     big_scales = torch.full((rows + 4, groups + 3), E8M0_NAN, dtype=torch.uint8, device=device)
     big_scales[:rows, :groups] = torch.from_numpy(rng.integers(100, 150, (rows, groups), dtype=np.uint8)).to(device)
     blocks, scales = big_blocks[:rows, :groups], big_scales[:rows, :groups]
@@ -207,8 +250,14 @@ def test_round_trip_public_api(backend, rng, device):
             blocks, scales = reference.quantize(x.cpu().numpy(), axis=axis, scale_mode=mode)
             for dtype_name, dtype in DTYPES.items():
                 out = mxfp4.dequantize(q, dtype, backend=backend)
-                expected = np.moveaxis(reference.dequantize(blocks, scales, NP_DTYPES[dtype_name], x.shape[axis]), -1, axis)
-                assert_bitwise_equal(as_comparable(out), as_comparable(expected), what=f"round trip axis {axis} {mode.value} {dtype_name}")
+                expected = np.moveaxis(
+                    reference.dequantize(blocks, scales, NP_DTYPES[dtype_name], x.shape[axis]), -1, axis
+                )
+                assert_bitwise_equal(
+                    as_comparable(out),
+                    as_comparable(expected),
+                    what=f"round trip axis {axis} {mode.value} {dtype_name}",
+                )
 
 
 # --- bad input -------------------------------------------------------------------------------------------------
@@ -239,8 +288,13 @@ def test_bad_input_raises_named_errors(device, monkeypatch):
 
 
 def test_empty_leading_dims(device):
-    out = dequantize(torch.zeros(0, 2, BYTES_PER_BLOCK, dtype=torch.uint8, device=device),
-                     torch.zeros(0, 2, dtype=torch.uint8, device=device), torch.bfloat16, 50, Backend.BF16)  # fmt: skip
+    out = dequantize(
+        torch.zeros(0, 2, BYTES_PER_BLOCK, dtype=torch.uint8, device=device),
+        torch.zeros(0, 2, dtype=torch.uint8, device=device),
+        torch.bfloat16,
+        50,
+        Backend.BF16,
+    )
     assert out.shape == (0, 50) and out.dtype == torch.bfloat16
 
 

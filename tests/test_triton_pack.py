@@ -27,7 +27,8 @@ def assert_bytes_equal(got: torch.Tensor, expected: np.ndarray, what: str) -> No
     if differs.any():
         where = tuple(int(i) for i in np.unravel_index(int(np.flatnonzero(differs)[0]), got.shape))
         raise AssertionError(
-            f"{what}: {int(differs.sum())} of {got.size} bytes differ; first at {where}: got {got[where]}, expected {expected[where]}"
+            f"{what}: {int(differs.sum())} of {got.size} bytes differ; first at {where}: "
+            f"got {got[where]}, expected {expected[where]}"
         )
 
 
@@ -78,7 +79,9 @@ def test_non_contiguous_inputs(backend, rng, device):
     codes = random_codes(rng, (64, 10), device).t()  # [10, 64], K strided
     assert_bytes_equal(pack(codes, Backend(backend)), reference.pack(codes.cpu().numpy()), "pack of a transposed view")
     blocks = torch.from_numpy(rng.integers(0, 256, (6, 5, BYTES_PER_BLOCK), dtype=np.uint8)).to(device)[::2, 1:4]
-    assert_bytes_equal(unpack(blocks, Backend(backend)), reference.unpack(blocks.cpu().numpy()), "unpack of a sliced view")
+    assert_bytes_equal(
+        unpack(blocks, Backend(backend)), reference.unpack(blocks.cpu().numpy()), "unpack of a sliced view"
+    )
 
 
 # --- every byte written, nothing outside -----------------------------------------------------------------------
@@ -115,7 +118,9 @@ def test_bad_input_raises_named_errors(device, monkeypatch):
     with pytest.raises(ValueError, match=r"\[\.\.\., G, 16\]"):
         unpack(torch.zeros(2, 15, dtype=torch.uint8, device=device))
     with pytest.raises(ValueError, match="out must be"):
-        pack(torch.zeros(64, dtype=torch.uint8, device=device), out=torch.empty(3, 16, dtype=torch.uint8, device=device))
+        pack(
+            torch.zeros(64, dtype=torch.uint8, device=device), out=torch.empty(3, 16, dtype=torch.uint8, device=device)
+        )
     monkeypatch.setattr(quantize_module, "triton_interpreter_enabled", lambda: False)  # the check pack shares
     with pytest.raises(BackendUnavailableError, match="TRITON_INTERPRET"):
         pack(torch.zeros(32, dtype=torch.uint8))

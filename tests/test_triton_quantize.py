@@ -50,8 +50,13 @@ def check_quantize(x: torch.Tensor, mode: ScaleMode, backend: str, what: str = "
     """Launcher on x (along the last axis) == reference, NaN blocks' element bytes included (both write zeros)."""
     blocks, scales = quantize(x, mode, Backend(backend))
     assert blocks.shape == (*x.shape[:-1], num_blocks(x.shape[-1]), BYTES_PER_BLOCK), blocks.shape
-    assert_blocks_equal(blocks.cpu(), scales.cpu(), *expected_quantize(x, mode), compare_nan_blocks=True,
-                        what=f"{what} {backend} {mode.value} {x.dtype} {tuple(x.shape)}")  # fmt: skip
+    assert_blocks_equal(
+        blocks.cpu(),
+        scales.cpu(),
+        *expected_quantize(x, mode),
+        compare_nan_blocks=True,
+        what=f"{what} {backend} {mode.value} {x.dtype} {tuple(x.shape)}",
+    )
 
 
 def random_data(kind: str, shape, rng: np.random.Generator) -> np.ndarray:
@@ -97,8 +102,14 @@ def test_conformance_vectors(vectors, backend, mode, part, device):
     suffix = "" if part == "full" else "_partial"
     x = torch.from_numpy(vectors["x" + suffix]).to(device)
     blocks, scales = quantize(x, mode, Backend(backend))
-    assert_blocks_equal(blocks.cpu(), scales.cpu(), vectors[f"{mode.value}{suffix}_blocks"], vectors[f"{mode.value}{suffix}_scales"],
-                        compare_nan_blocks=True, what=f"conformance {part} {mode.value} {backend}")  # fmt: skip
+    assert_blocks_equal(
+        blocks.cpu(),
+        scales.cpu(),
+        vectors[f"{mode.value}{suffix}_blocks"],
+        vectors[f"{mode.value}{suffix}_scales"],
+        compare_nan_blocks=True,
+        what=f"conformance {part} {mode.value} {backend}",
+    )
 
 
 @pytest.mark.parametrize("backend", TRITON_BACKENDS)
@@ -146,7 +157,9 @@ def test_golden(case, backend, device):
     blocks, scales = quantize(x.to(device), ScaleMode(mode), Backend(backend))
     got_codes = reference.unpack(blocks.cpu().numpy()).reshape(-1)
     assert int(scales[0, 0]) == scale, f"{name}: scale byte {int(scales[0, 0])}, expected {scale}"
-    assert got_codes[: len(codes)].tolist() == codes, f"{name}: codes {got_codes[: len(codes)].tolist()}, expected {codes}"
+    assert got_codes[: len(codes)].tolist() == codes, (
+        f"{name}: codes {got_codes[: len(codes)].tolist()}, expected {codes}"
+    )
     check_quantize(x.to(device), ScaleMode(mode), backend, what=name)  # and the rest of the block, vs the reference
 
 
@@ -173,11 +186,18 @@ def test_property_matches_reference(backend, data):
     dtype_name = data.draw(st.sampled_from(["fp32", "fp16", "bf16"]), label="dtype")
     mode = data.draw(st.sampled_from(MODES), label="mode")
     np_dtype = NP_DTYPES.get(dtype_name, np.float32)
-    x_np, axis = data.draw(adversarial_arrays(shapes=mx_shapes(max_length=100), dtype=np_dtype, with_axis=True), label="x")
+    x_np, axis = data.draw(
+        adversarial_arrays(shapes=mx_shapes(max_length=100), dtype=np_dtype, with_axis=True), label="x"
+    )
     x = to_torch(x_np, dtype_name, DEVICE)
     q = mxfp4.quantize(x, axis=axis, scale_mode=mode, backend=backend)
-    assert_blocks_equal(q.blocks.cpu(), q.scales.cpu(), *expected_quantize(x, mode, axis), compare_nan_blocks=True,
-                        what=f"{backend} {mode.value} {dtype_name} shape {tuple(x.shape)} axis {axis}")  # fmt: skip
+    assert_blocks_equal(
+        q.blocks.cpu(),
+        q.scales.cpu(),
+        *expected_quantize(x, mode, axis),
+        compare_nan_blocks=True,
+        what=f"{backend} {mode.value} {dtype_name} shape {tuple(x.shape)} axis {axis}",
+    )
 
 
 # --- layouts: any axis, leading shape, strides -----------------------------------------------------------------
@@ -197,15 +217,29 @@ def _layouts(device):
 
 @pytest.mark.parametrize("backend", TRITON_BACKENDS)
 @pytest.mark.parametrize(
-    "layout", ["contiguous_3d", "transposed", "sliced_rows_and_k", "expanded_rows", "permuted_4d", "single_row_long_k", "many_rows_k1"]
+    "layout",
+    [
+        "contiguous_3d",
+        "transposed",
+        "sliced_rows_and_k",
+        "expanded_rows",
+        "permuted_4d",
+        "single_row_long_k",
+        "many_rows_k1",
+    ],
 )
 def test_layouts_and_axes(layout, backend, device):
     x = _layouts(device)[layout]
     for axis in range(x.dim()):
         mode = MODES[axis % len(MODES)]
         q = mxfp4.quantize(x, axis=axis, scale_mode=mode, backend=backend)
-        assert_blocks_equal(q.blocks.cpu(), q.scales.cpu(), *expected_quantize(x, mode, axis), compare_nan_blocks=True,
-                            what=f"{layout} axis {axis} {mode.value}")  # fmt: skip
+        assert_blocks_equal(
+            q.blocks.cpu(),
+            q.scales.cpu(),
+            *expected_quantize(x, mode, axis),
+            compare_nan_blocks=True,
+            what=f"{layout} axis {axis} {mode.value}",
+        )
     check_quantize(x, ScaleMode.FLOOR, backend, what=f"{layout} launcher")
 
 
@@ -229,8 +263,13 @@ def test_poisoned_outputs(poison, backend, rng, device):
     scales = torch.full((37, 4), poison, dtype=torch.uint8, device=device)
     got = quantize(x, ScaleMode.FLOOR, Backend(backend), out=(blocks, scales))
     assert got[0] is blocks and got[1] is scales
-    assert_blocks_equal(blocks.cpu(), scales.cpu(), *expected_quantize(x, ScaleMode.FLOOR), compare_nan_blocks=True,
-                        what=f"poison 0x{poison:02x}")  # fmt: skip
+    assert_blocks_equal(
+        blocks.cpu(),
+        scales.cpu(),
+        *expected_quantize(x, ScaleMode.FLOOR),
+        compare_nan_blocks=True,
+        what=f"poison 0x{poison:02x}",
+    )
 
 
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
@@ -252,7 +291,9 @@ def test_masking_views_into_nan_buffers(mode, backend, rng, device, monkeypatch)
     inside = (slice(1, rows + 1), slice(2, groups + 2))
     blocks, scales = out_blocks[inside], out_scales[inside]
     quantize(x, mode, Backend(backend), out=(blocks, scales))
-    assert_blocks_equal(blocks.cpu(), scales.cpu(), *expected_quantize(data, mode), compare_nan_blocks=True, what="masked view")
+    assert_blocks_equal(
+        blocks.cpu(), scales.cpu(), *expected_quantize(data, mode), compare_nan_blocks=True, what="masked view"
+    )
     for name, buffer in (("blocks", out_blocks), ("scales", out_scales)):
         outside = torch.ones(buffer.shape, dtype=torch.bool, device=device)
         outside[inside] = False
@@ -306,10 +347,14 @@ def test_mse_near_ties_are_decided_exactly(backend, rng, device):
     x, prefers_high = _near_tie_blocks(rng, 48)
     assert [_exact_prefers_high(b) for b in x[:12]] == prefers_high[:12].tolist(), "the test's construction is off"
     blocks, scales = quantize(torch.from_numpy(x).to(device), ScaleMode.MSE, Backend(backend))
-    assert_blocks_equal(blocks.cpu(), scales.cpu(), *reference.quantize(x, -1, ScaleMode.MSE), compare_nan_blocks=True, what="near ties")
+    assert_blocks_equal(
+        blocks.cpu(), scales.cpu(), *reference.quantize(x, -1, ScaleMode.MSE), compare_nan_blocks=True, what="near ties"
+    )
     floor_scales = reference.quantize(x, -1, ScaleMode.FLOOR)[1][:, 0]
     stepped_up = scales.cpu().numpy()[:, 0] == floor_scales + 1
-    assert (stepped_up == prefers_high).all(), f"mse stepped up at {np.flatnonzero(stepped_up != prefers_high)[:5]} against the exact decision"
+    assert (stepped_up == prefers_high).all(), (
+        f"mse stepped up at {np.flatnonzero(stepped_up != prefers_high)[:5]} against the exact decision"
+    )
 
     # Why exactness matters here: float32 sums of float32 squared errors get these blocks wrong.
     low = np.frexp(np.max(np.abs(x), axis=1))[1] - 3
@@ -318,7 +363,9 @@ def test_mse_near_ties_are_decided_exactly(backend, rng, device):
         codes = reference.round_to_e2m1(np.ldexp(x.astype(np.float64), -e[:, None]))
         q = np.ldexp(np.where(codes & E2M1_SIGN_BIT, -1.0, 1.0) * np.asarray(E2M1_MAGNITUDES)[codes & 7], e[:, None])
         errors.append(np.sum(((x - q.astype(np.float32)) ** 2).astype(np.float32), axis=1, dtype=np.float32))
-    assert ((errors[1] < errors[0]) != prefers_high).any(), "float32 sums got every near tie right: the test is too easy"
+    assert ((errors[1] < errors[0]) != prefers_high).any(), (
+        "float32 sums got every near tie right: the test is too easy"
+    )
 
 
 # --- bad input -------------------------------------------------------------------------------------------------
@@ -335,8 +382,15 @@ def test_bad_input_raises_named_errors(device, monkeypatch):
     with pytest.raises(ValueError, match="unknown scale_mode"):
         quantize(x, "round", Backend.FP32)
     with pytest.raises(ValueError, match="out blocks has shape"):
-        quantize(x, ScaleMode.FLOOR, Backend.FP32, out=(torch.empty(4, 3, 16, dtype=torch.uint8, device=device),
-                                                        torch.empty(4, 2, dtype=torch.uint8, device=device)))  # fmt: skip
+        quantize(
+            x,
+            ScaleMode.FLOOR,
+            Backend.FP32,
+            out=(
+                torch.empty(4, 3, 16, dtype=torch.uint8, device=device),
+                torch.empty(4, 2, dtype=torch.uint8, device=device),
+            ),
+        )
     monkeypatch.setattr(quantize_module, "triton_interpreter_enabled", lambda: False)
     with pytest.raises(BackendUnavailableError, match="TRITON_INTERPRET"):
         quantize(torch.randn(4, 64), ScaleMode.FLOOR, Backend.FP32)
@@ -359,4 +413,10 @@ def test_gpt_oss_shapes(shape, dtype_name, backend, rng):
         check_quantize(x, mode, backend, what="gpt-oss")
     xt = x.transpose(-1, -2)
     q = mxfp4.quantize(xt, axis=-1, scale_mode="floor", backend=backend)  # the rows-contiguous tile
-    assert_blocks_equal(q.blocks.cpu(), q.scales.cpu(), *expected_quantize(xt, ScaleMode.FLOOR), compare_nan_blocks=True, what="transposed")
+    assert_blocks_equal(
+        q.blocks.cpu(),
+        q.scales.cpu(),
+        *expected_quantize(xt, ScaleMode.FLOOR),
+        compare_nan_blocks=True,
+        what="transposed",
+    )

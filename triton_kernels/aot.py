@@ -125,7 +125,8 @@ def _validate(module: str, spec: dict) -> None:
     signature, constexprs = spec["signature"], spec["constexprs"]
     if set(signature) != set(arg_names):
         raise SpecError(
-            f"{where}: signature covers {sorted(signature)} but {fn.__name__} takes {list(arg_names)}: name every argument"
+            f"{where}: signature covers {sorted(signature)} but {fn.__name__} takes {list(arg_names)}: "
+            "name every argument"
         )
     const_args = {name for name, ty in signature.items() if ty == "constexpr"}
     missing_values = const_args - set(constexprs) - set(_defaults(fn))
@@ -220,7 +221,9 @@ def compile_spec(spec: dict, capability: int) -> dict:
 
 
 def _build_one(backend: str, module: str, capability: int, spec: dict) -> BuildResult:
-    result = BuildResult(backend, capability, module, spec["name"], num_warps=spec["num_warps"], num_stages=spec["num_stages"])
+    result = BuildResult(
+        backend, capability, module, spec["name"], num_warps=spec["num_warps"], num_stages=spec["num_stages"]
+    )
     start = time.perf_counter()
     try:
         built = compile_spec(spec, capability)
@@ -264,7 +267,8 @@ def build(backends=None, modules=None, capabilities=None, progress=None, jobs: i
                 specs = module_specs(module, backend)
             except Exception as exc:  # noqa: BLE001 - a broken module is reported, the others still build
                 for capability in capabilities or TARGETS[backend]:
-                    results.append(BuildResult(backend, capability, module, "compile_specs", error=f"{type(exc).__name__}: {exc}"[:2000]))
+                    error = f"{type(exc).__name__}: {exc}"[:2000]
+                    results.append(BuildResult(backend, capability, module, "compile_specs", error=error))
                 continue
             if specs is None:
                 continue
@@ -306,7 +310,10 @@ def compile_in_subprocess(args=(), timeout: float = 1800) -> list[BuildResult]:
 
 
 def format_table(results: list[BuildResult]) -> str:
-    header = ("path", "arch", "module", "kernel", "cubin KiB", "smem B", "regs", "local B", "warps", "stages", "bf16 mma", "s", "status")
+    header = (
+        "path", "arch", "module", "kernel", "cubin KiB", "smem B", "regs", "local B", "warps", "stages", "bf16 mma",
+        "s", "status",
+    )  # fmt: skip
     rows = [header]
     for r in results:
         na = lambda v: "?" if v is None else str(v)  # noqa: E731
@@ -331,8 +338,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         parser.error("TRITON_INTERPRET is set: kernels are interpreted and cannot be compiled; unset it")
-    progress = None if args.json else (lambda r: print(f"  {r.id}: {'ok' if r.error is None else 'FAILED'}", file=sys.stderr))
-    results = build(args.backend, args.module, args.capability, progress=progress, jobs=args.jobs)
+
+    def progress(result: BuildResult) -> None:
+        print(f"  {result.id}: {'ok' if result.error is None else 'FAILED'}", file=sys.stderr)
+
+    report = None if args.json else progress
+    results = build(args.backend, args.module, args.capability, progress=report, jobs=args.jobs)
     if args.json:
         print(json.dumps([dataclasses.asdict(r) for r in results]))
     else:

@@ -6,8 +6,9 @@ reference's float64 -> dtype cast does: values past the dtype's range become +-I
 nearest-even subnormals or zero.
 
 The launcher views ``blocks [..., G, 16]`` / ``scales [..., G]`` as ``[outer, rows, G, ...]`` with their own strides
-(views into larger buffers need no copy) and writes a ``[..., length]`` output (new and contiguous, or the caller's). Each program decodes
-``ROW_TILE`` rows x ``GROUP_TILE`` blocks: 16 bytes and one scale byte in, 32 elements out per block.
+(views into larger buffers need no copy) and writes a ``[..., length]`` output (new and contiguous, or the
+caller's). Each program decodes ``ROW_TILE`` rows x ``GROUP_TILE`` blocks: 16 bytes and one scale byte in, 32
+elements out per block.
 
 >>> out = dequantize(torch.full((1, 1, 16), 0x92, dtype=torch.uint8), torch.tensor([[125]], dtype=torch.uint8),
 ...                  torch.float32, 32, Backend.BF16)
@@ -25,7 +26,7 @@ from mxfp4.dispatch import Backend
 from mxfp4.spec import BLOCK_SIZE, BYTES_PER_BLOCK
 
 from .mx import decode_mxfp4, unpack_high, unpack_low
-from .quantize import _check_launchable, _next_pow2, rows_view
+from .quantize import _check_launchable, _next_pow2, on_device, rows_view
 
 __all__ = ["dequantize", "compile_specs", "OUTPUT_DTYPES"]
 
@@ -124,15 +125,16 @@ def dequantize(
     outer, rows, [(b_outer, b_row), (s_outer, s_row), (o_outer, o_row)] = view
     row_tile, group_tile = tile_shape(groups, rows)
     grid = (outer * triton.cdiv(rows, row_tile) * triton.cdiv(groups, group_tile),)
-    dequantize_mxfp4_kernel[grid](
-        blocks, scales, out,
-        outer, rows, groups, length,
-        b_outer, b_row, blocks.stride(-2), blocks.stride(-1),
-        s_outer, s_row, scales.stride(-1),
-        o_outer, o_row,
-        ROW_TILE=row_tile, GROUP_TILE=group_tile,
-        num_warps=NUM_WARPS[backend], num_stages=NUM_STAGES,
-    )  # fmt: skip
+    with on_device(out):
+        dequantize_mxfp4_kernel[grid](
+            blocks, scales, out,
+            outer, rows, groups, length,
+            b_outer, b_row, blocks.stride(-2), blocks.stride(-1),
+            s_outer, s_row, scales.stride(-1),
+            o_outer, o_row,
+            ROW_TILE=row_tile, GROUP_TILE=group_tile,
+            num_warps=NUM_WARPS[backend], num_stages=NUM_STAGES,
+        )  # fmt: skip
     return out
 
 
@@ -157,7 +159,14 @@ def compile_specs(backend: Backend) -> list[dict]:
                 "fn": dequantize_mxfp4_kernel,
                 "signature": signature,
                 "constexprs": {"b_stride_byte": 1, "s_stride_group": 1, "ROW_TILE": row_tile, "GROUP_TILE": group_tile},
-                "divisible_by_16": ["b_stride_outer", "b_stride_row", "b_stride_group", "length", "o_stride_outer", "o_stride_row"],
+                "divisible_by_16": [
+                    "b_stride_outer",
+                    "b_stride_row",
+                    "b_stride_group",
+                    "length",
+                    "o_stride_outer",
+                    "o_stride_row",
+                ],  # fmt: skip
                 "num_warps": NUM_WARPS[backend],
                 "num_stages": NUM_STAGES,
             }
@@ -209,7 +218,8 @@ def dequantize_mxfp4_kernel(
 
     o64 = o.to(tl.int64)
     row64 = row.to(tl.int64)
-    scale_ptrs = scales_ptr + (o64 * s_stride_outer + row64 * s_stride_row)[:, None] + (group.to(tl.int64) * s_stride_group)[None, :]
+    scale_rows = o64 * s_stride_outer + row64 * s_stride_row
+    scale_ptrs = scales_ptr + scale_rows[:, None] + (group.to(tl.int64) * s_stride_group)[None, :]
     scale = tl.load(scale_ptrs, mask=block_ok, other=0).to(tl.int32)
     block_base = (o64 * b_stride_outer + row64 * b_stride_row)[:, None] + (group.to(tl.int64) * b_stride_group)[None, :]
     byte_ptrs = blocks_ptr + block_base[:, :, None] + (byte * b_stride_byte)[None, None, :]

@@ -142,13 +142,11 @@ def _split_range(split, groups_per_split, num_groups, K, STEP: tl.constexpr):
 
 # --- GEMV / split-K schedule ---------------------------------------------------------------------------------------
 @triton.jit
-def _gemv_step(acc, g0, w_ptrs, s_ptrs, a_ptrs, offs_g, offs_pair, K, g_end, stride_sg, stride_ak,
+def _gemv_load(g0, w_ptrs, s_ptrs, a_ptrs, offs_g, offs_pair, K, g_end, stride_sg, stride_ak,
                MASKED: tl.constexpr, BLOCK_G: tl.constexpr):
-    """acc[n, g] += scale[n, g] * sum_j W[n, g, j] * a[g, j] over BLOCK_G blocks starting at block g0.
-
-    The weight tile is [BLOCK_N, BLOCK_G, 16] bytes: one thread holds one whole block of a row (a 128-bit load),
-    so the 32-element sum of each block stays inside the thread and the scale is applied once per block.
-    """
+    """The bytes [BLOCK_N, BLOCK_G, 16], scales [BLOCK_N, BLOCK_G] and activations [BLOCK_G, 32] of the step at
+    block g0. Whole steps are unmasked; the masked step masks each block past the slice and each activation past
+    K (to 0)."""
     k = g0 * _BLOCK_SIZE + offs_g[:, None] * _BLOCK_SIZE + offs_pair[None, :]  # [BLOCK_G, 32]: contiguous K
     if MASKED:
         g_live = g0 + offs_g < g_end
@@ -159,6 +157,16 @@ def _gemv_step(acc, g0, w_ptrs, s_ptrs, a_ptrs, offs_g, offs_pair, K, g_end, str
         packed = tl.load(w_ptrs + g0 * _BYTES_PER_BLOCK)
         scale = tl.load(s_ptrs + g0 * stride_sg)
         a = tl.load(a_ptrs + k * stride_ak)
+    return packed, scale, a
+
+
+@triton.jit
+def _gemv_accumulate(acc, packed, scale, a, BLOCK_G: tl.constexpr):
+    """acc[n, g] += scale[n, g] * sum_j W[n, g, j] * a[g, j].
+
+    One thread holds one whole block of a row (a 128-bit load), so each block's 32-element sum stays inside the
+    thread and the scale is applied once per block.
+    """
     # Activations are read as contiguous runs of 32 (vector loads) and split into the even / odd elements that
     # meet the low / high nibbles: [BLOCK_G, 16] each.
     a_even, a_odd = tl.split(tl.reshape(a.to(tl.float32), [BLOCK_G, _BYTES_PER_BLOCK, 2]))
@@ -195,12 +203,16 @@ def _mxfp4_gemv_kernel(
 
     begin, end, full_end = _split_range(split, groups_per_split, num_groups, K, BLOCK_G)
     acc = tl.zeros([BLOCK_N, BLOCK_G], dtype=tl.float32)
+    # (Register double buffering of the next step's loads was measured on H100: no gain, more registers; the
+    # loop is bound by decode instructions, not by load latency, once several programs share each SM.)
     for g0 in range(begin, full_end, BLOCK_G):
-        acc = _gemv_step(acc, g0, w_ptrs, s_ptrs, a_ptrs, offs_g, offs_pair, K, end, stride_sg, stride_ak,
-                         False, BLOCK_G)
+        packed, scale, a = _gemv_load(g0, w_ptrs, s_ptrs, a_ptrs, offs_g, offs_pair, K, end, stride_sg,
+                                      stride_ak, False, BLOCK_G)
+        acc = _gemv_accumulate(acc, packed, scale, a, BLOCK_G)
     if full_end < end:  # at most one step: the slice's remainder and the partial last block
-        acc = _gemv_step(acc, full_end, w_ptrs, s_ptrs, a_ptrs, offs_g, offs_pair, K, end, stride_sg, stride_ak,
-                         True, BLOCK_G)
+        packed, scale, a = _gemv_load(full_end, w_ptrs, s_ptrs, a_ptrs, offs_g, offs_pair, K, end,
+                                      stride_sg, stride_ak, True, BLOCK_G)
+        acc = _gemv_accumulate(acc, packed, scale, a, BLOCK_G)
     tile = row * tl.num_programs(0) + pid_n
     offs_m = row + tl.arange(0, 1)
     _finish_tile(tl.sum(acc, axis=1)[None, :], out_ptr, bias_ptr, partials_ptr, counters_ptr, tile, split,
@@ -211,7 +223,7 @@ def _mxfp4_gemv_kernel(
 @triton.jit
 def _tile_step(acc, g0, a_ptrs, w_ptrs, s_ptrs, offs_k, offs_g, K, g_end, stride_ak, stride_sg,
                MASKED: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_DTYPE: tl.constexpr,
-               DOT_IN_FP32: tl.constexpr):
+               DOT_IN_FP32: tl.constexpr, SWAP_AB: tl.constexpr):
     """acc += a[:, k0:k0+BLOCK_K] @ W[:, k0:k0+BLOCK_K].T, the weight decoded in registers (k0 = 32 * g0)."""
     GROUPS: tl.constexpr = BLOCK_K // _BLOCK_SIZE
     k = g0 * _BLOCK_SIZE + offs_k
@@ -232,11 +244,13 @@ def _tile_step(acc, g0, a_ptrs, w_ptrs, s_ptrs, offs_k, offs_g, K, g_end, stride
     if MASKED:  # past K a scaled weight may be Inf (huge scale) and Inf * 0 is NaN: zero it instead
         w = tl.where((k < K)[None, :], w, 0.0)
     a = a.to(DOT_DTYPE)
-    w = tl.trans(w.to(DOT_DTYPE))
+    w = w.to(DOT_DTYPE)
     if DOT_IN_FP32:  # the same products (16-bit operands are exact in fp32), for interpreters that lack the dtype
         a = a.to(tl.float32)
         w = w.to(tl.float32)
-    return tl.dot(a, w, acc, input_precision="ieee")
+    if SWAP_AB:  # acc is out.T: the decoded weight is the register (A) operand, activations come from smem
+        return tl.dot(w, tl.trans(a), acc, input_precision="ieee")
+    return tl.dot(a, tl.trans(w), acc, input_precision="ieee")
 
 
 @triton.jit
@@ -246,6 +260,7 @@ def _mxfp4_matmul_kernel(
     stride_am, stride_ak, stride_bn, stride_sn, stride_sg, stride_om, stride_on,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     HAS_BIAS: tl.constexpr, DOT_DTYPE: tl.constexpr, DOT_IN_FP32: tl.constexpr = False,
+    SWAP_AB: tl.constexpr = False,
 ):
     """out = a @ W.T (+ bias) over [BLOCK_M, BLOCK_N] tiles; grid (tiles, num_splits). Layouts as the GEMV's."""
     pid = tl.program_id(0)
@@ -271,13 +286,18 @@ def _mxfp4_matmul_kernel(
     s_ptrs = scales_ptr + w_rows.to(tl.int64)[:, None] * stride_sn
 
     begin, end, full_end = _split_range(split, groups_per_split, num_groups, K, BLOCK_K // _BLOCK_SIZE)
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    if SWAP_AB:
+        acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+    else:
+        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for g0 in range(begin, full_end, BLOCK_K // _BLOCK_SIZE):
         acc = _tile_step(acc, g0, a_ptrs, w_ptrs, s_ptrs, offs_k, offs_g, K, end, stride_ak, stride_sg,
-                         False, BLOCK_N, BLOCK_K, DOT_DTYPE, DOT_IN_FP32)
+                         False, BLOCK_N, BLOCK_K, DOT_DTYPE, DOT_IN_FP32, SWAP_AB)
     if full_end < end:
         acc = _tile_step(acc, full_end, a_ptrs, w_ptrs, s_ptrs, offs_k, offs_g, K, end, stride_ak, stride_sg,
-                         True, BLOCK_N, BLOCK_K, DOT_DTYPE, DOT_IN_FP32)
+                         True, BLOCK_N, BLOCK_K, DOT_DTYPE, DOT_IN_FP32, SWAP_AB)
+    if SWAP_AB:
+        acc = tl.trans(acc)
     _finish_tile(acc, out_ptr, bias_ptr, partials_ptr, counters_ptr, pid, split, num_splits, offs_m, offs_n,
                  M, N, stride_om, stride_on, HAS_BIAS, BLOCK_M, BLOCK_N)
 
@@ -304,6 +324,7 @@ class TileConfig:
     num_warps: int
     num_stages: int
     group_m: int = 8
+    swap_ab: bool = False
     why: str = ""
 
 
@@ -423,11 +444,12 @@ def choose_plan(backend: Backend, M: int, N: int, K: int, dtype: torch.dtype, nu
     tiles = triton.cdiv(M, cfg.block_m) * triton.cdiv(N, cfg.block_n)
     splits, per_split = _split(tiles, num_groups, cfg.block_k // BLOCK_SIZE, num_sms)
     return Plan(
-        kernel=_mxfp4_matmul_kernel, grid=(tiles, splits), groups_per_split=per_split,
+        kernel=_mxfp4_matmul_kernel, grid=(tiles, splits, 1), groups_per_split=per_split,
         constexprs=(("BLOCK_M", cfg.block_m), ("BLOCK_N", cfg.block_n), ("BLOCK_K", cfg.block_k),
                     ("GROUP_M", cfg.group_m), ("DOT_DTYPE", dot_dtype))
         # Triton 3.9's interpreter multiplies bf16 dot operands as their raw uint16 bits.
-        + ((("DOT_IN_FP32", True),) if interpreted and dot_dtype == tl.bfloat16 else ()),
+        + ((("DOT_IN_FP32", True),) if interpreted and dot_dtype == tl.bfloat16 else ())
+        + ((("SWAP_AB", True),) if cfg.swap_ab else ()),
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         partial_elems=splits * tiles * cfg.block_m * cfg.block_n if splits > 1 else 0,
         tiles=tiles if splits > 1 else 0,
@@ -444,24 +466,52 @@ def _cached_plan(backend, M, N, K, dtype, device_index, schedule, interpreted):
 _WORKSPACES: dict = {}
 
 
-def _workspace(device: torch.device, partial_elems: int, tiles: int):
-    """fp32 partials and self-resetting int32 counters for split-K, cached per (device, stream), grown on demand."""
-    if not tiles:  # one slice: any fp32 / int32 pointers will do; they are not dereferenced
-        ws = _WORKSPACES.get(device)
-        if ws is None:
-            ws = _WORKSPACES[device] = (torch.empty(1, dtype=torch.float32, device=device),
-                                        torch.zeros(1, dtype=torch.int32, device=device))
-        return ws
-    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
+def _workspace(device: torch.device, stream: int, partial_elems: int, tiles: int):
+    """fp32 partials and self-resetting int32 counters for split-K, cached per (device, stream), grown on demand.
+
+    Counters are per stream because two launches in flight on different streams must not share them; on one
+    stream launches run in order, so one workspace serves every shape.
+    """
     key = (device, stream)
     ws = _WORKSPACES.get(key)
     if ws is None or ws[0].numel() < partial_elems or ws[1].numel() < tiles:
         # A larger buffer replaces the old one; the caching allocator keeps the old memory alive until the
         # work already queued on this stream is done. New counters start at zero (the only memset ever needed).
-        partials = torch.empty(max(partial_elems, 1 if ws is None else ws[0].numel()), dtype=torch.float32, device=device)
-        counters = torch.zeros(max(tiles, 1 if ws is None else ws[1].numel()), dtype=torch.int32, device=device)
+        old = (1, 1) if ws is None else (ws[0].numel(), ws[1].numel())
+        partials = torch.empty(max(partial_elems, old[0]), dtype=torch.float32, device=device)
+        counters = torch.zeros(max(tiles, old[1]), dtype=torch.int32, device=device)
         ws = _WORKSPACES[key] = (partials, counters)
     return ws
+
+
+@dataclass
+class _Launch:
+    """A cached launch for one (shape, dtypes, strides, alignment) key: after the first call goes through
+    ``JITFunction.run`` (which compiles and specializes), later calls hand the same arguments straight to the
+    compiled kernel, skipping ~15-30 us of argument binding and specialization per call on the host."""
+
+    plan: Plan
+    tail: tuple  # constexpr values in signature order, as the compiled launcher expects them
+    compiled: object = None
+
+
+_LAUNCHES: dict = {}
+_FAST_LAUNCH = True  # turned off for good if this Triton's CompiledKernel does not take the call below
+
+
+def _launch(plan: Plan, args: tuple, constexprs: dict, record: _Launch | None, device_index: int, stream: int):
+    global _FAST_LAUNCH
+    if record is not None and record.compiled is not None and _FAST_LAUNCH:
+        kernel = record.compiled
+        try:
+            kernel.run(*plan.grid, stream, kernel.function, kernel.packed_metadata, None, None, None,
+                       *args, *record.tail)
+            return
+        except (TypeError, AttributeError, ValueError):  # a Triton whose launcher differs: use the JIT path
+            _FAST_LAUNCH = False
+    compiled = plan.kernel[plan.grid](*args, num_warps=plan.num_warps, num_stages=plan.num_stages, **constexprs)
+    if record is not None and hasattr(compiled, "packed_metadata") and hasattr(compiled, "function"):
+        record.compiled = compiled
 
 
 def matmul(a: torch.Tensor, blocks: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None,
@@ -489,29 +539,71 @@ def matmul(a: torch.Tensor, blocks: torch.Tensor, scales: torch.Tensor, bias: to
     if blocks.shape != (N, G, BYTES_PER_BLOCK) or G != num_blocks(K):
         raise ValueError(f"matmul: blocks {tuple(blocks.shape)} / scales {tuple(scales.shape)} do not hold a weight "
                          f"[N, {K}] (expected [N, {num_blocks(K)}, {BYTES_PER_BLOCK}] and [N, {num_blocks(K)}])")
-    if blocks.stride(2) != 1 or blocks.stride(1) != BYTES_PER_BLOCK:
+    block_strides = blocks.stride()
+    if block_strides[2] != 1 or block_strides[1] != BYTES_PER_BLOCK:
         blocks = blocks.contiguous()  # the kernels read each block as 16 contiguous bytes
+        block_strides = blocks.stride()
+    if bias is not None and bias.dtype != a.dtype and bias.dtype != torch.float32:
+        bias = bias.float()  # the kernels take bias in a's dtype or fp32 (the variants compiled for those)
     out = torch.empty((M, N), dtype=a.dtype, device=a.device)
     if M == 0 or N == 0:
         return out
-    if bias is not None and bias.dtype not in (a.dtype, torch.float32):
-        bias = bias.float()  # the kernels take bias in a's dtype or fp32 (variants compiled for those)
-    interpreted = a.device.type != "cuda"
-    if interpreted and not triton_interpreter_enabled():
-        raise BackendUnavailableError(
-            f"the {Backend(backend).value!r} matmul runs Triton kernels and a is on {a.device}: set TRITON_INTERPRET=1 "
-            "before importing mxfp4, or use backend='torch'")
-    plan = _cached_plan(Backend(backend), M, N, K, a.dtype, -1 if interpreted else a.device.index, _schedule,
-                        interpreted)
-    # With one slice the workspace is never touched, but the kernel's argument types must still be fp32 / int32.
-    partials, counters = _workspace(a.device, plan.partial_elems, plan.tiles)
-    plan.kernel[plan.grid](
-        a, blocks, scales, out if bias is None else bias, out, partials, counters,
-        M, N, K, G, plan.groups_per_split,
-        a.stride(0), a.stride(1), blocks.stride(0), scales.stride(0), scales.stride(1), out.stride(0), out.stride(1),
-        HAS_BIAS=bias is not None, num_warps=plan.num_warps, num_stages=plan.num_stages, **dict(plan.constexprs),
-    )
+    a_strides, scale_strides = a.stride(), scales.stride()
+    args = (a, blocks, scales, out if bias is None else bias, out, None, None, M, N, K, G, 0,
+            a_strides[0], a_strides[1], block_strides[0], scale_strides[0], scale_strides[1], N, 1)
+
+    if not a.is_cuda:
+        if not triton_interpreter_enabled():
+            raise BackendUnavailableError(
+                f"the {Backend(backend).value!r} matmul runs Triton kernels and a is on {a.device}: set "
+                "TRITON_INTERPRET=1 before importing mxfp4, or use backend='torch'")
+        plan = _cached_plan(Backend(backend), M, N, K, a.dtype, -1, _schedule, True)
+        partials, counters = _workspace(a.device, 0, plan.partial_elems, plan.tiles)
+        args = args[:5] + (partials, counters) + args[7:11] + (plan.groups_per_split,) + args[12:]
+        _launch(plan, args, dict(plan.constexprs, HAS_BIAS=bias is not None), None, -1, 0)
+        return out
+
+    device_index = a.get_device()
+    # The JIT specializes pointers on 16-byte alignment and ints on ==1 / %16: the key holds what decides that.
+    aligned = ((a.data_ptr() | blocks.data_ptr() | scales.data_ptr() | (0 if bias is None else bias.data_ptr()))
+               & 15) == 0
+    key = (backend, _schedule, a.dtype, None if bias is None else bias.dtype, M, N, K, a_strides, block_strides,
+           scale_strides, device_index, aligned)
+    record = _LAUNCHES.get(key)
+    if record is None:
+        plan = _cached_plan(Backend(backend), M, N, K, a.dtype, device_index, _schedule, False)
+        constexprs = dict(plan.constexprs, HAS_BIAS=bias is not None)
+        tail = tuple(constexprs.get(name, param.default) for name, param in _constexpr_params(plan.kernel))
+        record = _Launch(plan, tail)
+        if aligned:  # misaligned views are rare: they always take the JIT path, which specializes per call
+            _LAUNCHES[key] = record
+    plan = record.plan
+    stream = _current_stream(device_index)
+    partials, counters = _workspace(a.device, stream, plan.partial_elems, plan.tiles)
+    args = args[:5] + (partials, counters) + args[7:11] + (plan.groups_per_split,) + args[12:]
+    _launch(plan, args, dict(plan.constexprs, HAS_BIAS=bias is not None), record if aligned else None,
+            device_index, stream)
     return out
+
+
+def _current_stream(device_index: int) -> int:
+    return triton.runtime.driver.active.get_current_stream(device_index)
+
+
+@functools.lru_cache(maxsize=None)
+def _constexpr_params_cached(kernel):
+    import inspect
+
+    params = inspect.signature(kernel.fn).parameters
+    return tuple((name, p) for name, p in params.items() if name in _CONSTEXPR_NAMES)
+
+
+def _constexpr_params(kernel):
+    return _constexpr_params_cached(kernel)
+
+
+_CONSTEXPR_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_G", "BLOCK_K", "GROUP_M", "HAS_BIAS", "DOT_DTYPE", "DOT_IN_FP32",
+                    "SWAP_AB")
 
 
 # --- ahead-of-time compile list -------------------------------------------------------------------------------------
@@ -535,15 +627,18 @@ def _signature(kernel, a_sig: str, bias_sig: str, unit_strides: bool) -> dict:
     return sig
 
 
-def compile_specs(backend: Backend) -> list[dict]:
-    """Every kernel variant ``backend`` can launch, for ahead-of-time compilation checks (``triton.compile``).
+def compile_specs(backend: Backend, exhaustive: bool = False) -> list[dict]:
+    """The kernel variants ``backend`` can launch, for ahead-of-time compilation checks (``triton.compile``).
 
-    Each: ``{"name", "fn", "signature", "constexprs", "num_warps", "num_stages"}``. Covers both schedules, every
-    table config the path uses, each activation dtype, bias absent / in a's dtype / in fp32, and for each kernel
-    and dtype one variant with no unit stride (non-contiguous a).
+    Each: ``{"name", "fn", "signature", "constexprs", "num_warps", "num_stages"}``. Covers both schedules and every
+    table config the path dispatches to (or a forced schedule reaches), for each activation dtype the path accepts,
+    with bias in a's dtype (the GPT-OSS case; the bias branch is a superset of the no-bias code); plus, per kernel,
+    one variant with no bias and one with an fp32 bias and non-unit strides (non-contiguous a). ``exhaustive``:
+    every (config, dtype) with each bias kind, and a strided variant of each (~3x as many, for a full GPU run).
     """
     backend = Backend(backend)
     specs = []
+    extras_done = set()
     for dtype in (torch.bfloat16, torch.float16, torch.float32):
         a_sig = _TORCH_TO_SIG[dtype]
         plans = {}
@@ -552,27 +647,32 @@ def compile_specs(backend: Backend) -> list[dict]:
             for schedule in ("gemv", "tiled"):
                 plan = choose_plan(backend, M, 4096, 4096, dtype, 132, schedule)
                 plans.setdefault(plan.constexprs + (plan.num_warps, plan.num_stages, plan.kernel.__name__), plan)
-        strided_done = set()
         for plan in plans.values():
-            variants = [(bias, True) for bias in sorted({None, a_sig, "fp32"}, key=str)]
-            if plan.kernel not in strided_done:
-                strided_done.add(plan.kernel)
-                variants.append((None, False))
+            if exhaustive:
+                variants = [(bias, True) for bias in sorted({None, a_sig, "fp32"}, key=str)] + [(None, False)]
+            else:
+                variants = [(a_sig, True)]
+                if plan.kernel not in extras_done:
+                    extras_done.add(plan.kernel)
+                    variants += [(None, True), ("fp32", False)]
             for bias_sig, unit in variants:
-                constexprs = dict(plan.constexprs, HAS_BIAS=bias_sig is not None)
-                if unit:
-                    constexprs.update({name: 1 for name in _UNIT_STRIDES})
-                name = "_".join(
-                    [plan.kernel.__name__.strip("_"), a_sig, f"bias_{bias_sig or 'none'}"]
-                    + [f"{k.lower()}{_constexpr_label(v)}" for k, v in plan.constexprs]
-                    + [f"w{plan.num_warps}", f"s{plan.num_stages}"] + ([] if unit else ["strided"])
-                )
-                specs.append({
-                    "name": name, "fn": plan.kernel,
-                    "signature": _signature(plan.kernel, a_sig, bias_sig or a_sig, unit),
-                    "constexprs": constexprs, "num_warps": plan.num_warps, "num_stages": plan.num_stages,
-                })
+                specs.append(_spec(plan, a_sig, bias_sig, unit))
     return specs
+
+
+def _spec(plan: Plan, a_sig: str, bias_sig: str | None, unit_strides: bool) -> dict:
+    constexprs = dict(plan.constexprs, HAS_BIAS=bias_sig is not None)
+    if unit_strides:
+        constexprs.update({name: 1 for name in _UNIT_STRIDES})
+    name = "_".join(
+        [plan.kernel.__name__.strip("_"), a_sig, f"bias_{bias_sig or 'none'}"]
+        + [f"{k.lower()}{_constexpr_label(v)}" for k, v in plan.constexprs]
+        + [f"w{plan.num_warps}", f"s{plan.num_stages}"] + ([] if unit_strides else ["strided"])
+    )
+    return {
+        "name": name, "fn": plan.kernel, "signature": _signature(plan.kernel, a_sig, bias_sig or a_sig, unit_strides),
+        "constexprs": constexprs, "num_warps": plan.num_warps, "num_stages": plan.num_stages,
+    }
 
 
 def _constexpr_label(value) -> str:

@@ -124,9 +124,11 @@ def compile_specs(backend: Backend, activation: torch.dtype | None = None,
                   num_experts: tuple[int, ...] = GPT_OSS_NUM_EXPERTS) -> list[dict]:
     """Everything the MoE launches on ``backend``, as cubin specs for ``triton_kernels/aot.py``.
 
-    Each spec: ``{"name", "fn", "signature", "constexprs", "num_warps", "num_stages"}``. Activations (and router
-    weight / biases) default to bf16 on the hopper / bf16 paths and float32 on the fp32 path (sm_75 has no bf16
-    arithmetic; loads of bf16 would still compile).
+    Each spec: ``{"name", "fn", "signature", "constexprs", "num_warps", "num_stages", "divisible_by_16"}``, with
+    integer arguments specialized as Triton's launcher specializes them for contiguous GPT-OSS tensors (unit
+    strides as constexpr 1, multiples of 16 listed). Activations (and router weight / biases) default to bf16 on
+    the hopper / bf16 paths and float32 on the fp32 path (sm_75 has no bf16 arithmetic; loads of bf16 would still
+    compile).
     """
     backend = Backend(backend)
     if not backend.uses_triton:
@@ -149,8 +151,9 @@ def compile_specs(backend: Backend, activation: torch.dtype | None = None,
                     "name": f"moe_{kernel.__name__.removesuffix('_kernel')}_{backend.value}_{regime}_{act_type}_e{experts}",
                     "fn": kernel,
                     "signature": module.signature(act_type, hidden_act_type),
-                    "constexprs": config.constexprs(),
+                    "constexprs": {**module.GPT_OSS_CONSTEXPRS, **config.constexprs()},
                     "num_warps": config.num_warps,
                     "num_stages": config.num_stages,
+                    "divisible_by_16": module.GPT_OSS_DIVISIBLE_BY_16,
                 })
     return specs

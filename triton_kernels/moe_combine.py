@@ -49,6 +49,7 @@ def compile_specs(activation: str) -> list[dict]:
                 "top_k": "i32", "BLOCK_T": "constexpr", "BLOCK_H": "constexpr", "INTERPRETED": "constexpr",
             },
             "constexprs": {"BLOCK_T": COMBINE_BLOCK_T, "BLOCK_H": COMBINE_BLOCK_H, "INTERPRETED": False},
+            "divisible_by_16": ["hidden"],
             "num_warps": COMBINE_NUM_WARPS,
             "num_stages": 1,
         }

@@ -1,6 +1,12 @@
-"""Pieces shared by the MoE kernels: the tile -> expert map of the grouped GEMMs, the MXFP4 operand load, grid sizes.
+"""Pieces shared by the MoE kernels: the tile -> expert map of the grouped GEMMs, the MXFP4 operand load and
+decode, the bf16 dot, grid sizes.
 
 Not a kernel: host helpers and ``@triton.jit`` device functions that the grouped GEMM kernels inline.
+
+MXFP4 decode. The GEMMs' inner loop decodes every weight element (at prefill, once per row tile), so its integer
+work bounds them. ``decode_e2m1_byte`` + ``scale_factor`` give exactly the values of ``mx.decode_mxfp4``
+(tests/test_moe.py checks all 256 bytes x 256 scale bytes bitwise) with ~10 operations per element instead of ~27:
+the E2M1 bits are placed straight into a float32 and the scale byte is used as float32's exponent field.
 
 Grouped GEMM schedule. Rows are the (token, slot) pairs sorted by expert (``moe_sort``): expert e owns sorted rows
 ``[offset[e], offset[e] + count[e])``. Its rows are cut into ``ceil(count[e] / BLOCK_M)`` tiles, and the tiles of all

@@ -40,6 +40,12 @@ def down(act, sorted_pairs, counts, routing_weights, w2_blocks, w2_scales, b2, c
     return contributions
 
 
+#: Integer arguments that are multiples of 16 at GPT-OSS sizes (H = I = 2880, E = 32 / 128, 90 blocks per row).
+GPT_OSS_DIVISIBLE_BY_16 = ["hidden", "intermediate", "num_experts", "blocks_stride_e", "blocks_stride_n",
+                           "scales_stride_e"]
+GPT_OSS_CONSTEXPRS: dict = {}
+
+
 def signature(activation: str, act: str) -> dict:
     return {
         "act_ptr": f"*{act}", "sorted_pairs_ptr": "*i32", "counts_ptr": "*i32", "routing_weights_ptr": "*fp32",

@@ -47,12 +47,19 @@ def gate_up_swiglu(x, sorted_pairs, counts, top_k, w1_blocks, w1_scales, b1, alp
     return act
 
 
+#: Integer arguments that are multiples of 16 at GPT-OSS sizes (H = I = 2880, E = 32 / 128, 90 blocks per row),
+#: as Triton's launcher specializes them; ``stride_xh`` is 1 (contiguous activations) and specialized to a constexpr.
+GPT_OSS_DIVISIBLE_BY_16 = ["hidden", "intermediate", "num_experts", "stride_xt", "blocks_stride_e", "blocks_stride_n",
+                           "scales_stride_e"]
+GPT_OSS_CONSTEXPRS = {"stride_xh": 1}
+
+
 def signature(activation: str, act: str) -> dict:
     return {
         "x_ptr": f"*{activation}", "sorted_pairs_ptr": "*i32", "counts_ptr": "*i32",
         "blocks_ptr": "*u8", "scales_ptr": "*u8", "bias_ptr": f"*{activation}", "act_ptr": f"*{act}",
         "hidden": "i32", "intermediate": "i32", "num_experts": "i32", "top_k": "i32",
-        "stride_xt": "i32", "stride_xh": "i32",
+        "stride_xt": "i32", "stride_xh": "constexpr",
         "blocks_stride_e": "i32", "blocks_stride_n": "i32", "scales_stride_e": "i32", "scales_stride_n": "i32",
         "alpha": "fp32", "limit": "fp32",
         "BLOCK_M": "constexpr", "BLOCK_N": "constexpr", "BLOCK_K": "constexpr", "BLOCK_E": "constexpr",

@@ -66,14 +66,19 @@ def route_block_e(num_experts: int) -> int:
     return next_power_of_2_at_least(num_experts, 16)
 
 
+#: As Triton's launcher specializes them for contiguous GPT-OSS activations (H = 2880, E = 32 / 128).
+GPT_OSS_DIVISIBLE_BY_16 = ["hidden", "num_experts", "stride_xt"]
+
+
 def compile_specs(activation: str, num_experts: int) -> list[dict]:
     """Cubin specs (see ``mxfp4.triton_kernels.moe.compile_specs``) for activations of Triton type ``activation``:
-    the plain router and the decode variant that also sorts the pairs by expert."""
+    the plain router and the decode variant that also sorts the pairs by expert. Contiguous activations: the
+    launcher sees ``stride_xh == 1`` and specializes it, so the spec does too."""
     signature = {
         "x_ptr": f"*{activation}", "router_w_ptr": f"*{activation}", "router_b_ptr": f"*{activation}",
         "ids_ptr": "*i32", "weights_ptr": "*fp32", "counts_ptr": "*i32", "sorted_pairs_ptr": "*i32",
         "tokens": "i32", "hidden": "i32", "num_experts": "i32", "top_k": "i32",
-        "stride_xt": "i32", "stride_xh": "i32",
+        "stride_xt": "i32", "stride_xh": "constexpr",
         "BLOCK_T": "constexpr", "BLOCK_H": "constexpr", "BLOCK_E": "constexpr", "FUSED_SORT": "constexpr",
     }
     return [
@@ -81,8 +86,9 @@ def compile_specs(activation: str, num_experts: int) -> list[dict]:
             "name": f"moe_route_topk_softmax{'_sort' if fused else ''}_{activation}_e{num_experts}",
             "fn": route_topk_softmax_kernel,
             "signature": signature,
-            "constexprs": {"BLOCK_T": ROUTE_BLOCK_T, "BLOCK_H": ROUTE_BLOCK_H, "BLOCK_E": route_block_e(num_experts),
-                           "FUSED_SORT": fused},
+            "constexprs": {"stride_xh": 1, "BLOCK_T": ROUTE_BLOCK_T, "BLOCK_H": ROUTE_BLOCK_H,
+                           "BLOCK_E": route_block_e(num_experts), "FUSED_SORT": fused},
+            "divisible_by_16": GPT_OSS_DIVISIBLE_BY_16,
             "num_warps": ROUTE_NUM_WARPS,
             "num_stages": 1,
         }

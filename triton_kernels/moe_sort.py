@@ -53,6 +53,7 @@ def compile_specs(num_experts: int) -> list[dict]:
                 "pairs": "i32", "num_experts": "i32", "BLOCK_P": "constexpr", "BLOCK_E": "constexpr",
             },
             "constexprs": {"BLOCK_P": SORT_BLOCK_P, "BLOCK_E": sort_block_e(num_experts)},
+            "divisible_by_16": ["num_experts"],
             "num_warps": SORT_NUM_WARPS,
             "num_stages": 1,
         }

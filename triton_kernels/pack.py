@@ -20,7 +20,7 @@ import triton.language as tl
 from mxfp4.dispatch import Backend
 from mxfp4.spec import BLOCK_SIZE, BYTES_PER_BLOCK, CODES_PER_BYTE, NIBBLE_BITS, NIBBLE_MASK
 
-from .quantize import _check_launchable
+from .quantize import _check_launchable, on_device
 
 __all__ = ["pack", "unpack", "compile_specs"]
 
@@ -36,7 +36,8 @@ NUM_STAGES = 1
 
 def _launch_config(num_bytes: int, backend: Backend) -> tuple[tuple[int], dict]:
     tile = min(BYTES_PER_PROGRAM, 1 << max(4, (num_bytes - 1).bit_length()))
-    return (triton.cdiv(num_bytes, tile),), {"BYTES_TILE": tile, "num_warps": NUM_WARPS[backend], "num_stages": NUM_STAGES}
+    config = {"BYTES_TILE": tile, "num_warps": NUM_WARPS[backend], "num_stages": NUM_STAGES}
+    return (triton.cdiv(num_bytes, tile),), config
 
 
 def pack(codes: torch.Tensor, backend: Backend = Backend.HOPPER, *, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -68,7 +69,8 @@ def pack(codes: torch.Tensor, backend: Backend = Backend.HOPPER, *, out: torch.T
     out = _output(out, shape, codes.device, "pack")
     if out.numel():
         grid, config = _launch_config(out.numel(), backend)
-        pack_codes_kernel[grid](codes.contiguous(), out, out.numel(), codes.numel(), **config)
+        with on_device(out):
+            pack_codes_kernel[grid](codes.contiguous(), out, out.numel(), codes.numel(), **config)
     return out
 
 
@@ -88,7 +90,8 @@ def unpack(blocks: torch.Tensor, backend: Backend = Backend.HOPPER, *, out: torc
     out = _output(out, (*blocks.shape[:-2], blocks.shape[-2] * BLOCK_SIZE), blocks.device, "unpack")
     if out.numel():
         grid, config = _launch_config(blocks.numel(), backend)
-        unpack_codes_kernel[grid](out, blocks.contiguous(), blocks.numel(), out.numel(), **config)
+        with on_device(out):
+            unpack_codes_kernel[grid](out, blocks.contiguous(), blocks.numel(), out.numel(), **config)
     return out
 
 
@@ -109,7 +112,9 @@ def compile_specs(backend: Backend) -> list[dict]:
     _, config = _launch_config(1 << 30, backend)
     common = {"constexprs": {"BYTES_TILE": config["BYTES_TILE"]}, "divisible_by_16": ["num_bytes", "num_codes"],
               "num_warps": config["num_warps"], "num_stages": config["num_stages"]}  # fmt: skip
-    signature = {"codes_ptr": "*u8", "blocks_ptr": "*u8", "num_bytes": "i32", "num_codes": "i32", "BYTES_TILE": "constexpr"}
+    signature = {
+        "codes_ptr": "*u8", "blocks_ptr": "*u8", "num_bytes": "i32", "num_codes": "i32", "BYTES_TILE": "constexpr",
+    }  # fmt: skip
     return [
         {"name": "pack", "fn": pack_codes_kernel, "signature": signature, **common},
         {"name": "unpack", "fn": unpack_codes_kernel, "signature": signature, **common},
@@ -119,7 +124,7 @@ def compile_specs(backend: Backend) -> list[dict]:
 # --- device code ---------------------------------------------------------------------------------------------
 @triton.jit
 def pack_codes_kernel(codes_ptr, blocks_ptr, num_bytes, num_codes, BYTES_TILE: tl.constexpr):
-    """``blocks[i] = codes[2i] | codes[2i+1] << 4`` for ``i < num_bytes`` (flat, contiguous; num_codes = 2 * num_bytes)."""
+    """``blocks[i] = codes[2i] | codes[2i+1] << 4`` for ``i < num_bytes`` (flat, contiguous; 2 * num_bytes codes)."""
     start = tl.program_id(0).to(tl.int64) * BYTES_TILE
     code_index = start * PAIR + tl.arange(0, BYTES_TILE * PAIR)
     codes = tl.load(codes_ptr + code_index, mask=code_index < num_codes, other=0)

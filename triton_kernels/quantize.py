@@ -2,8 +2,8 @@
 
 The launcher views ``x [..., K]`` as ``[outer, rows, K]`` with the caller's strides (``mxfp4.quantize`` moves the
 quantized axis last with ``movedim``, so ``x`` is often not contiguous; any axis of a contiguous tensor needs no
-copy). Each program quantizes a tile of ``ROW_TILE`` rows x ``GROUP_TILE`` blocks of 32 and writes their packed
-bytes and scale bytes to contiguous outputs.
+copy). Each program quantizes a tile of ``ROW_TILE`` rows x ``GROUP_TILE`` blocks of 32 and writes 16 packed bytes
+and one scale byte per block (into new contiguous tensors, or the caller's ``out`` views).
 
 Every step is exact:
 
@@ -26,6 +26,7 @@ Every step is exact:
 
 from __future__ import annotations
 
+import contextlib
 import struct
 
 import torch
@@ -36,6 +37,7 @@ from mxfp4.dispatch import Backend, BackendUnavailableError, triton_interpreter_
 from mxfp4.spec import (
     BLOCK_SIZE,
     BYTES_PER_BLOCK,
+    CODES_PER_BYTE,
     E2M1_EMAX,
     E2M1_MAX,
     E2M1_ROUNDING_THRESHOLDS,
@@ -60,6 +62,7 @@ BLOCK = tl.constexpr(BLOCK_SIZE)
 HALF_BLOCK = tl.constexpr(BYTES_PER_BLOCK)
 SIGN_BIT = tl.constexpr(E2M1_SIGN_BIT)
 HIGH_SHIFT = tl.constexpr(NIBBLE_BITS)
+PAIR = tl.constexpr(CODES_PER_BYTE)
 EMAX = tl.constexpr(E2M1_EMAX)
 MIN_EXPONENT = tl.constexpr(E8M0_MIN_EXPONENT)
 MAX_EXPONENT = tl.constexpr(E8M0_MAX_EXPONENT)
@@ -91,7 +94,7 @@ CEIL_MANTISSA_LIMIT = tl.constexpr(_f32_mantissa_bits(E2M1_MAX / 2**E2M1_EMAX))
 _MSE_FRACTION_BITS = 25
 MSE_FIXED_ONE = tl.constexpr(float(2**_MSE_FRACTION_BITS))
 MSE_HALF_UNIT = tl.constexpr(2 ** (_MSE_FRACTION_BITS - 2))
-"""The fixed-point value of 1/4 of an element unit: a2 + b2 (in half units) times this is 2*(a + b) in fixed point."""
+"""Weight of the doubled reconstructions a2 + b2 against s * 2**25: the difference is (4s - 2a - 2b) * 2**23."""
 
 # The seven round-to-nearest-even boundaries between consecutive E2M1 magnitudes, unrolled as constexprs.
 if len(E2M1_ROUNDING_THRESHOLDS) != 7:  # pragma: no cover - the format fixes this
@@ -152,6 +155,11 @@ def rows_view(shape, *strides_of) -> tuple[int, int, list[tuple[int, int]]] | No
     return outer, rows, list(zip(outer_strides, row_strides))
 
 
+def on_device(t: torch.Tensor):
+    """Launch context for kernels on ``t``'s GPU (Triton launches on the current device), or nothing on the CPU."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
 def _check_launchable(t: torch.Tensor, what: str) -> None:
     if t.device.type == "cuda":
         return
@@ -192,7 +200,9 @@ def quantize(
 
     Returns:
         ``(blocks, scales)``: ``uint8 [..., G, 16]`` and ``uint8 [..., G]`` with ``G = ceil(K / 32)`` (new contiguous
-        tensors unless ``out`` is given), bit-identical to ``mxfp4.reference.quantize(x, -1, scale_mode)``.
+        tensors unless ``out`` is given), bit-identical to ``mxfp4.reference.quantize(x, -1, scale_mode)``. (mse
+        compares the two candidates' errors exactly; the reference's float64 sums could only disagree on a
+        near-tie closer than float64 rounding, see :func:`mse_prefers_high`.)
 
     >>> blocks, scales = quantize(torch.tensor([[1.0, -0.5] + [0.0] * 30]), ScaleMode.FLOOR, Backend.FP32)
     >>> blocks[0, 0, 0].item(), scales.tolist()     # scale 2**-2 (byte 125): codes 6 (4.0) | 12 (-2.0) << 4
@@ -240,15 +250,16 @@ def quantize(
     k_contiguous = x_k == 1 or x_row != 1
     row_tile, group_tile = tile_shape(groups, rows, k_contiguous)
     grid = (outer * triton.cdiv(rows, row_tile) * triton.cdiv(groups, group_tile),)
-    quantize_mxfp4_kernel[grid](
-        x, blocks, scales,
-        outer, rows, length, groups,
-        x_outer, x_row, x_k,
-        b_outer, b_row, blocks.stride(-2),
-        s_outer, s_row, scales.stride(-1),
-        ROW_TILE=row_tile, GROUP_TILE=group_tile, MODE=_MODE_IDS[mode],
-        num_warps=NUM_WARPS[backend], num_stages=NUM_STAGES,
-    )  # fmt: skip
+    with on_device(x):
+        quantize_mxfp4_kernel[grid](
+            x, blocks, scales,
+            outer, rows, length, groups,
+            x_outer, x_row, x_k,
+            b_outer, b_row, blocks.stride(-2),
+            s_outer, s_row, scales.stride(-1),
+            ROW_TILE=row_tile, GROUP_TILE=group_tile, MODE=_MODE_IDS[mode],
+            num_warps=NUM_WARPS[backend], num_stages=NUM_STAGES,
+        )  # fmt: skip
     return blocks, scales
 
 
@@ -436,7 +447,7 @@ def quantize_mxfp4_kernel(
         # Inf would overflow the fixed-point conversion; the block's codes are discarded anyway.
         scaled = tl.where(finite[:, :, None], x, 0.0) * pow2(-low)[:, :, None]
         code_low = round_to_e2m1(scaled, negative)
-        code_high = round_to_e2m1(scaled * 0.5, negative)
+        code_high = round_to_e2m1(scaled * 0.5, negative)  # x / 2**(low + 1), exact
         # Below E8M0's range both candidates clamp to the same exponent: keep low, as the reference does.
         high = (floor_rule >= MIN_EXPONENT) & mse_prefers_high(scaled, code_low, code_high)
         exponent = tl.where(high, low + 1, low)
@@ -453,13 +464,14 @@ def quantize_mxfp4_kernel(
     # A NaN-scaled block's elements are unspecified by the format; zeros, so that every implementation agrees.
     code = tl.where(finite[:, :, None], code, 0)
 
-    pairs = tl.reshape(code, [ROW_TILE, GROUP_TILE, HALF_BLOCK, 2])
+    pairs = tl.reshape(code, [ROW_TILE, GROUP_TILE, HALF_BLOCK, PAIR])
     even, odd = tl.split(pairs)
     packed = (even | (odd << HIGH_SHIFT)).to(tl.uint8)
 
     group = group_tile * GROUP_TILE + tl.arange(0, GROUP_TILE)
     block_ok = row_ok[:, None] & (group < groups)[None, :]
-    scale_ptrs = scales_ptr + (o64 * s_stride_outer + row64 * s_stride_row)[:, None] + (group.to(tl.int64) * s_stride_group)[None, :]
+    scale_rows = o64 * s_stride_outer + row64 * s_stride_row
+    scale_ptrs = scales_ptr + scale_rows[:, None] + (group.to(tl.int64) * s_stride_group)[None, :]
     tl.store(scale_ptrs, scale.to(tl.uint8), mask=block_ok)
     block_base = (o64 * b_stride_outer + row64 * b_stride_row)[:, None] + (group.to(tl.int64) * b_stride_group)[None, :]
     byte_ptrs = blocks_ptr + block_base[:, :, None] + tl.arange(0, HALF_BLOCK)[None, None, :]

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..moe import moe
+from ..moe_layer import moe
 from ..spec import BYTES_PER_BLOCK, E8M0_BIAS, num_blocks
 from ..tensor import MXFP4Tensor
 

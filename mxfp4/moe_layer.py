@@ -1,4 +1,4 @@
-"""``mxfp4.moe``: the GPT-OSS mixture-of-experts layer with MXFP4 expert weights, never materialized as bf16.
+"""``mxfp4.moe`` (defined here, in ``mxfp4.moe_layer``, so the function never shares a name with a module): the GPT-OSS mixture-of-experts layer with MXFP4 expert weights, never materialized as bf16.
 
 Validation and dispatch live here; the kernels (``mxfp4.triton_kernels.moe``) trust what this module checked.
 The math is ``mxfp4.reference.moe`` (transformers' ``GptOssMLP``): router logits, top-k (equal logits go to the
@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import sys
-import types
 
 import torch
 
@@ -187,14 +185,3 @@ def _moe_torch(x, router_w, router_b, w1, b1, w2, b2, top_k, alpha, limit) -> to
         del down_w
         out.index_add_(0, token_idx, y * weights[token_idx, slot, None])
     return out.to(x.dtype)
-
-
-class _CallableModule(types.ModuleType):
-    """Importing this submodule (``from mxfp4.moe import ...``) rebinds the package attribute ``mxfp4.moe`` from
-    the function to the module, which would break ``mxfp4.moe(x, ...)``: so the module itself forwards calls."""
-
-    def __call__(self, *args, **kwargs):
-        return moe(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
