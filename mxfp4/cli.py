@@ -310,7 +310,7 @@ def plan_dequantize(path: Path, tensors: dict[str, StoredTensor], layout: dict[s
 # running a plan over one file
 # =================================================================================================================
 def _progress(total: int, description: str, quiet: bool):
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     return tqdm(total=total, desc=description, unit="B", unit_scale=True, unit_divisor=1024, disable=quiet,
                 file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
@@ -457,7 +457,11 @@ def convert(source: Path, target: Path, make_plan, *, quantized_output: bool, re
         for key, value in convert_file(file_in, file_out, steps, out_metadata, quiet=quiet, **options).items():
             summary[key] += value
     if source.is_dir():
-        _finish_directory(source, target, plans, index, quantized_output)
+        # GPT-OSS configs declare MXFP4 experts (transformers then reads *_blocks / *_scales): only when they are.
+        experts_quantized = any(
+            step.kind == "quantize" and GPT_OSS_EXPERTS.search(step.name) for plan in plans for step in plan[2]
+        )
+        _finish_directory(source, target, plans, index, quantized_output and experts_quantized)
     return summary
 
 

@@ -97,8 +97,8 @@ def quantize(x: np.ndarray, axis: int = -1, scale_mode: ScaleMode | str = ScaleM
         ``G = ceil(K / 32)``. A partial last block is zero-padded; the caller keeps the logical length K.
 
     >>> blocks, scales = quantize(np.array([[1.0, -0.5] + [0.0] * 30]))
-    >>> blocks[0, 0, :1], scales  # codes 2 (1.0) and 9 (-0.5); scale 2**(0-2) => byte 125
-    (array([146], dtype=uint8), array([[125]], dtype=uint8))
+    >>> blocks[0, 0, :1], scales  # scale 2**(0-2) (byte 125): codes 6 (4 * 2**-2) and 12 (-2 * 2**-2)
+    (array([198], dtype=uint8), array([[125]], dtype=uint8))
     """
     mode = ScaleMode.parse(scale_mode)
     x = np.asarray(x)

@@ -223,7 +223,7 @@ def _mxfp4_gemv_kernel(
 @triton.jit
 def _tile_step(acc, g0, a_ptrs, w_ptrs, s_ptrs, offs_k, offs_g, K, g_end, stride_ak, stride_sg,
                MASKED: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_DTYPE: tl.constexpr,
-               DOT_IN_FP32: tl.constexpr, SWAP_AB: tl.constexpr):
+               DOT_IN_FP32: tl.constexpr):
     """acc += a[:, k0:k0+BLOCK_K] @ W[:, k0:k0+BLOCK_K].T, the weight decoded in registers (k0 = 32 * g0)."""
     GROUPS: tl.constexpr = BLOCK_K // _BLOCK_SIZE
     k = g0 * _BLOCK_SIZE + offs_k
@@ -248,8 +248,6 @@ def _tile_step(acc, g0, a_ptrs, w_ptrs, s_ptrs, offs_k, offs_g, K, g_end, stride
     if DOT_IN_FP32:  # the same products (16-bit operands are exact in fp32), for interpreters that lack the dtype
         a = a.to(tl.float32)
         w = w.to(tl.float32)
-    if SWAP_AB:  # acc is out.T: the decoded weight is the register (A) operand, activations come from smem
-        return tl.dot(w, tl.trans(a), acc, input_precision="ieee")
     return tl.dot(a, tl.trans(w), acc, input_precision="ieee")
 
 
@@ -260,7 +258,6 @@ def _mxfp4_matmul_kernel(
     stride_am, stride_ak, stride_bn, stride_sn, stride_sg, stride_om, stride_on,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     HAS_BIAS: tl.constexpr, DOT_DTYPE: tl.constexpr, DOT_IN_FP32: tl.constexpr = False,
-    SWAP_AB: tl.constexpr = False,
 ):
     """out = a @ W.T (+ bias) over [BLOCK_M, BLOCK_N] tiles; grid (tiles, num_splits). Layouts as the GEMV's."""
     pid = tl.program_id(0)
@@ -286,18 +283,13 @@ def _mxfp4_matmul_kernel(
     s_ptrs = scales_ptr + w_rows.to(tl.int64)[:, None] * stride_sn
 
     begin, end, full_end = _split_range(split, groups_per_split, num_groups, K, BLOCK_K // _BLOCK_SIZE)
-    if SWAP_AB:
-        acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
-    else:
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for g0 in range(begin, full_end, BLOCK_K // _BLOCK_SIZE):
         acc = _tile_step(acc, g0, a_ptrs, w_ptrs, s_ptrs, offs_k, offs_g, K, end, stride_ak, stride_sg,
-                         False, BLOCK_N, BLOCK_K, DOT_DTYPE, DOT_IN_FP32, SWAP_AB)
+                         False, BLOCK_N, BLOCK_K, DOT_DTYPE, DOT_IN_FP32)
     if full_end < end:
         acc = _tile_step(acc, full_end, a_ptrs, w_ptrs, s_ptrs, offs_k, offs_g, K, end, stride_ak, stride_sg,
-                         True, BLOCK_N, BLOCK_K, DOT_DTYPE, DOT_IN_FP32, SWAP_AB)
-    if SWAP_AB:
-        acc = tl.trans(acc)
+                         True, BLOCK_N, BLOCK_K, DOT_DTYPE, DOT_IN_FP32)
     _finish_tile(acc, out_ptr, bias_ptr, partials_ptr, counters_ptr, pid, split, num_splits, offs_m, offs_n,
                  M, N, stride_om, stride_on, HAS_BIAS, BLOCK_M, BLOCK_N)
 
@@ -324,36 +316,43 @@ class TileConfig:
     num_warps: int
     num_stages: int
     group_m: int = 8
-    swap_ab: bool = False
     why: str = ""
 
 
 # A hand-written table by shape class rather than triton.autotune: decode latency is a few microseconds, so the
 # launcher must not time configs on a first call, re-key per M, or synchronize; the table is looked up once per
-# (path, M, N, K, dtype) and cached. Each entry says why it exists; bench/ holds the H100 timings behind them.
+# (path, M, N, K, dtype) and cached. Each entry says why it exists. Measured on an H100 (Triton 3.6, CUDA-graph
+# replay, weights rotated through > L2): the numbers quoted are M=1 / M=16 times for 2880^2, 5760x2880, 8192^2,
+# 28672x8192 and TFLOP/s at M=4096.
 GEMV_CONFIG = GemvConfig(
-    block_n=64, block_g=8, num_warps=4,
-    why="per step 64 rows x 8 blocks = 8 KB: a thread holds one 16-byte block of 4 rows (4 x 128-bit loads in "
-        "flight) and reuses its 32 activations for the 4 rows; split-K adds programs until every SM has several",
+    block_n=64, block_g=4, num_warps=4,
+    why="per step 64 rows x 4 blocks = 4 KB per program, each thread two 16-byte blocks (128-bit loads) and 32 "
+        "activations reused over both rows; ~60 registers leave room for 8+ programs per SM, which the decode "
+        "needs to hide its dependent integer/FMA chains. M=1: 8.2 / 11.2 / 28.7 / 79.7 us. Also tried: 32x8, "
+        "64x8, 128x4 (8 warps), 64x16, 32x16, num_stages=2, register double-buffering: 2-35% slower",
 )
 
 TILE_CONFIGS = {
-    # 2 <= M <= 16 with 16-bit activations: one 16-row MMA tile and split-K; the weight is still read once per
-    # call, and the per-element multiply-adds move from the CUDA cores (16 FMAs per weight) to the tensor cores.
+    # 2 <= M <= 16 with 16-bit activations: one 16-row MMA tile (mma.sync) and split-K; the weight is still read
+    # once per call, and the per-row multiply-adds move from the CUDA cores to the tensor cores (the GEMV with
+    # one program per row costs M times the decode: 2.3x slower at M=2). M=16: 10.1 / 15.9 / 36.1 / 101 us.
+    # Also tried: 16x128x128, 16x64x256, 16x32x128, 16x64x64, 8 warps, and the decoded weight as the wgmma
+    # register operand (swap AB): within 5%.
     "small_m": TileConfig(block_m=16, block_n=64, block_k=128, num_warps=4, num_stages=3, group_m=1,
                           why="decode M 2..16: mma over 16 rows, weight streamed once"),
     # 16 < M <= 128: 64-row tiles (one wgmma warpgroup), split-K when there are few of them.
     "mid_m": TileConfig(block_m=64, block_n=128, block_k=64, num_warps=4, num_stages=4,
                         why="prefill-sized M: 64-row tiles"),
-    # Large M on sm_90: two warpgroups on 128x128 tiles; the decoded weight tile is shared by 128 rows, which is
-    # what hides the upcast under the MMA.
+    # Large M on sm_90: two warpgroups on 128x128 wgmma tiles, cp.async pipelined 4 deep. 383 TFLOP/s at
+    # 4096x8192x8192 (torch bf16: 740); 128x256, 256x128, 128x128x128, 4 warps, 64x128 and swap-AB all within 2%:
+    # the decode and the wgmma of one warpgroup do not overlap, which tile shapes cannot fix.
     "large_m_hopper": TileConfig(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=4,
                                  why="M>128 on sm_90: wgmma, 128x128"),
     # Large M on sm_80..89: mma.sync tiles sized for 100-164 KB of shared memory.
     "large_m_bf16": TileConfig(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3,
                                why="M>128 on sm_80-89"),
     # fp32 dots (the fp32 path, fp32 activations) run on FMAs: small tiles keep the operands in registers
-    # (sm_75 has 64 KB of shared memory).
+    # (sm_75 has 64 KB of shared memory); ~7 TFLOP/s on H100, a correctness path.
     "fp32": TileConfig(block_m=32, block_n=64, block_k=32, num_warps=4, num_stages=2, why="fp32 ieee dot"),
 }
 
@@ -370,10 +369,21 @@ GEMV_MAX_M = 1
 GEMV_MAX_M_FP32 = 16
 # Up to this many rows a 16-row tensor-core tile streams the weight once.
 SMALL_M_MAX = 16
-# Aim for this many programs per SM on a streaming launch: enough loads in flight to cover DRAM latency.
-PROGRAMS_PER_SM = 4
-# A split-K slice is at least this many K steps, so its partial tile is small next to the weight bytes it reads.
-MIN_STEPS_PER_SPLIT = 2
+
+
+@dataclass(frozen=True)
+class SplitPolicy:
+    """How many K slices: enough programs per SM to keep loads in flight, each slice at least a few K steps."""
+
+    programs_per_sm: int
+    min_steps: int
+
+
+# GEMV: many short programs (16 per SM, slices of >= 1 step) hide DRAM latency best at N = 2880..28672 (M=1,
+# vs 4 per SM / 2 steps: -7% at 8192^2, -10% at 28672x8192). Tiles: 4 per SM and >= 2 steps (8 per SM / 1 step:
+# +5..15%, the partial tiles are 16x64 floats).
+GEMV_SPLIT = SplitPolicy(programs_per_sm=16, min_steps=1)
+TILE_SPLIT = SplitPolicy(programs_per_sm=4, min_steps=2)
 
 
 @dataclass(frozen=True)
@@ -401,10 +411,10 @@ def _dot_dtype(backend: Backend, dtype: torch.dtype):
     return tl.bfloat16 if dtype == torch.bfloat16 else tl.float16
 
 
-def _split(tiles: int, num_groups: int, step_groups: int, num_sms: int) -> tuple[int, int]:
-    """(num_splits, groups_per_split) giving ~PROGRAMS_PER_SM programs per SM, no empty slice."""
-    want = max(1, -(-PROGRAMS_PER_SM * num_sms // tiles))
-    most = max(1, num_groups // (step_groups * MIN_STEPS_PER_SPLIT))
+def _split(tiles: int, num_groups: int, step_groups: int, num_sms: int, policy: SplitPolicy) -> tuple[int, int]:
+    """(num_splits, groups_per_split) giving ~policy.programs_per_sm programs per SM, no empty slice."""
+    want = max(1, -(-policy.programs_per_sm * num_sms // tiles))
+    most = max(1, num_groups // (step_groups * policy.min_steps))
     splits = min(want, most)
     per_split = -(-num_groups // splits)
     per_split = -(-per_split // step_groups) * step_groups
@@ -422,7 +432,7 @@ def choose_plan(backend: Backend, M: int, N: int, K: int, dtype: torch.dtype, nu
     if schedule == "gemv":
         cfg = INTERPRETER_GEMV if interpreted else GEMV_CONFIG
         tiles = triton.cdiv(N, cfg.block_n) * M
-        splits, per_split = _split(tiles, num_groups, cfg.block_g, num_sms)
+        splits, per_split = _split(tiles, num_groups, cfg.block_g, num_sms, GEMV_SPLIT)
         return Plan(
             kernel=_mxfp4_gemv_kernel, grid=(triton.cdiv(N, cfg.block_n), splits, M), groups_per_split=per_split,
             constexprs=(("BLOCK_N", cfg.block_n), ("BLOCK_G", cfg.block_g)),
@@ -442,14 +452,13 @@ def choose_plan(backend: Backend, M: int, N: int, K: int, dtype: torch.dtype, nu
     else:
         cfg = TILE_CONFIGS["large_m_hopper" if backend is Backend.HOPPER else "large_m_bf16"]
     tiles = triton.cdiv(M, cfg.block_m) * triton.cdiv(N, cfg.block_n)
-    splits, per_split = _split(tiles, num_groups, cfg.block_k // BLOCK_SIZE, num_sms)
+    splits, per_split = _split(tiles, num_groups, cfg.block_k // BLOCK_SIZE, num_sms, TILE_SPLIT)
     return Plan(
         kernel=_mxfp4_matmul_kernel, grid=(tiles, splits, 1), groups_per_split=per_split,
         constexprs=(("BLOCK_M", cfg.block_m), ("BLOCK_N", cfg.block_n), ("BLOCK_K", cfg.block_k),
                     ("GROUP_M", cfg.group_m), ("DOT_DTYPE", dot_dtype))
         # Triton 3.9's interpreter multiplies bf16 dot operands as their raw uint16 bits.
-        + ((("DOT_IN_FP32", True),) if interpreted and dot_dtype == tl.bfloat16 else ())
-        + ((("SWAP_AB", True),) if cfg.swap_ab else ()),
+        + ((("DOT_IN_FP32", True),) if interpreted and dot_dtype == tl.bfloat16 else ()),
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         partial_elems=splits * tiles * cfg.block_m * cfg.block_n if splits > 1 else 0,
         tiles=tiles if splits > 1 else 0,
@@ -602,8 +611,7 @@ def _constexpr_params(kernel):
     return _constexpr_params_cached(kernel)
 
 
-_CONSTEXPR_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_G", "BLOCK_K", "GROUP_M", "HAS_BIAS", "DOT_DTYPE", "DOT_IN_FP32",
-                    "SWAP_AB")
+_CONSTEXPR_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_G", "BLOCK_K", "GROUP_M", "HAS_BIAS", "DOT_DTYPE", "DOT_IN_FP32")
 
 
 # --- ahead-of-time compile list -------------------------------------------------------------------------------------
