@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU suite: one command for a CUDA machine with no network.
 #   bash bench/gpu.sh [OUT_DIR]          (default OUT_DIR: bench/out)
-# Stages (each can be skipped: SKIP_TESTS=1, SKIP_SANITIZER=1, SKIP_BENCH=1, SKIP_MODEL=1):
+# Stages (each can be skipped: SKIP_TESTS=1, SKIP_SANITIZER=1, SKIP_BENCH=1, SKIP_MODEL=1; each has a time limit,
+# TESTS_TIMEOUT, SANITIZER_TIMEOUT, BENCH_TIMEOUT, MODEL_TIMEOUT, in seconds; TEST_FILES, BENCH_ARGS, MODEL_ARGS narrow them):
 #   1. install the project (editable, no deps, no build isolation: the machine has torch/triton already)
 #   2. the kernel test suite compiled (not interpreted) over every forced path, GPT-OSS shapes included
 #   3. compute-sanitizer memcheck over one small run of each kernel (odd shapes, partial blocks)
@@ -27,7 +28,7 @@ PY
 
 if [ -z "${SKIP_TESTS:-}" ]; then
   # Kernel suites first (they gate everything else), then the rest of the tests.
-  python3 -m pytest -q -x -p no:cacheprovider ${TEST_FILES:-tests} --junitxml="$OUT_DIR/tests.xml" \
+  timeout "${TESTS_TIMEOUT:-3600}" python3 -m pytest -q -p no:cacheprovider ${TEST_FILES:-tests} --junitxml="$OUT_DIR/tests.xml" \
     2>&1 | tee "$OUT_DIR/tests.log" | tail -n 30
   rc=${PIPESTATUS[0]}; [ "$rc" = 0 ] || status=1
   note "tests: $(tail -n 1 "$OUT_DIR/tests.log")"
@@ -35,7 +36,7 @@ fi
 
 if [ -z "${SKIP_SANITIZER:-}" ]; then
   if command -v compute-sanitizer >/dev/null; then
-    compute-sanitizer --tool memcheck --error-exitcode 9 python3 bench/sanitize.py >"$OUT_DIR/sanitizer.log" 2>&1
+    timeout "${SANITIZER_TIMEOUT:-1200}" compute-sanitizer --tool memcheck --error-exitcode 9 python3 bench/sanitize.py >"$OUT_DIR/sanitizer.log" 2>&1
     rc=$?; [ "$rc" = 0 ] || status=1
     note "compute-sanitizer memcheck: rc=$rc, $(grep -c 'Invalid' "$OUT_DIR/sanitizer.log") invalid accesses; $(grep 'ERROR SUMMARY' "$OUT_DIR/sanitizer.log" | tail -n 1)"
   else
@@ -44,18 +45,18 @@ if [ -z "${SKIP_SANITIZER:-}" ]; then
 fi
 
 if [ -z "${SKIP_BENCH:-}" ]; then
-  python3 -m mxfp4.bench ${BENCH_ARGS:-} --json "$OUT_DIR/bench.json" --png "$OUT_DIR/roofline.png" \
+  timeout "${BENCH_TIMEOUT:-1800}" python3 -m mxfp4.bench ${BENCH_ARGS:-} --json "$OUT_DIR/bench.json" --png "$OUT_DIR/roofline.png" \
     2>&1 | tee "$OUT_DIR/bench.log" | tail -n 60
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
   note "bench: table in $OUT_DIR/bench.log"
-  python3 -m pytest -q -p no:cacheprovider bench/bench_moe.py --benchmark-only --benchmark-json="$OUT_DIR/bench_moe.json" \
+  timeout "${BENCH_TIMEOUT:-1800}" python3 -m pytest -q -p no:cacheprovider bench/bench_moe.py --benchmark-only --benchmark-json="$OUT_DIR/bench_moe.json" \
     2>&1 | tee "$OUT_DIR/bench_moe.log" | tail -n 40
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
   note "bench_moe: $(tail -n 1 "$OUT_DIR/bench_moe.log")"
 fi
 
 if [ -z "${SKIP_MODEL:-}" ]; then
-  python3 bench/gpt_oss_gpu.py --preset gpt-oss-20b --preset gpt-oss-120b --json "$OUT_DIR/gpt_oss.json" \
+  timeout "${MODEL_TIMEOUT:-1800}" python3 bench/gpt_oss_gpu.py ${MODEL_ARGS:---preset gpt-oss-20b --preset gpt-oss-120b} --json "$OUT_DIR/gpt_oss.json" \
     2>&1 | tee "$OUT_DIR/gpt_oss.log" | tail -n 8
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
   note "gpt-oss: $(tail -n 2 "$OUT_DIR/gpt_oss.log" | tr '\n' ' ')"

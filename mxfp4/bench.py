@@ -386,6 +386,31 @@ def format_table(rows: list[Row], ceilings: dict) -> str:
     return "\n".join(lines)
 
 
+def format_markdown(report: dict) -> str:
+    """The report as a markdown section (for bench/RESULTS.md): machine, command, ceilings, one table."""
+    rows = rows_from_report(report)
+    ceilings = report["ceilings"]
+    machine_info = report["machine"]
+    lines = [
+        f"- date: {report['date']}",
+        f"- device: {machine_info['device']}; torch {machine_info['torch']}, triton {machine_info.get('triton', '-')}, "
+        f"{machine_info['torch_threads']} torch threads",
+        f"- command: `{report['command']}`",
+        f"- ceilings: copy {ceilings['copy_gbps']:.1f} GB/s (read + write); "
+        + ", ".join(f"{k.split('_')[1]} matmul {v:.3f} TFLOP/s" for k, v in ceilings.items() if k.startswith("matmul_") and k.endswith("tflops"))
+        + f" ({ceilings['matmul_shape']})",
+        "",
+        "| op | shape | path | time | GB/s | TFLOP/s | % of roof | speed-up | note |",
+        "|---|---|---|---:|---:|---:|---:|---|---|",
+    ]
+    for row in rows:
+        speed = ", ".join(f"**{v:.1f}x** vs {k}" for k, v in row.speedups.items()) or ("baseline" if row.baseline else "")
+        tflops = f"{row.tflops:.3f}" if row.flops else ""
+        lines.append(f"| {row.op} | {row.shape} | {row.path} | {_format_time(row.seconds)} | {row.gbps:.2f} | {tflops} | "
+                     f"{row.percent_of_roof:.1f} | {speed} | {row.note} |")
+    return "\n".join(lines) + "\n"
+
+
 def _format_time(seconds: float) -> str:
     if seconds < 1e-3:
         return f"{seconds * 1e6:.1f} us"
@@ -488,6 +513,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smaller tensors, fewer cases, shorter timing (a smoke run)")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--png", type=Path, help="draw the roofline plot here")
+    parser.add_argument("--markdown", type=Path, help="write the table as markdown here (for bench/RESULTS.md)")
     # For the project's own tests: tiny tensors, and the GPU case list run under Triton's interpreter on a CPU
     # (TRITON_INTERPRET=1). Such rows say INTERPRETED and are plumbing checks, never timings.
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
@@ -555,6 +581,10 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"# wrote {args.json}")
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(format_markdown(report))
+        print(f"# wrote {args.markdown}")
     if args.png:
         args.png.parent.mkdir(parents=True, exist_ok=True)
         plot_roofline(rows, report["ceilings"], report["machine"]["device"], args.png)

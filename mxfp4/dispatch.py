@@ -67,17 +67,25 @@ def _parse(backend) -> Backend | None:
         raise ValueError(f"unknown MXFP4 backend {backend!r} (from argument or ${ENV_VAR}); expected one of {names}") from None
 
 
-def _capability(device) -> tuple[int, int]:
+@functools.lru_cache(maxsize=None)
+def _capability_of_index(index: int) -> tuple[int, int]:
     import torch
 
-    return torch.cuda.get_device_capability(device)
+    return torch.cuda.get_device_capability(index)
+
+
+def _capability(device) -> tuple[int, int]:
+    """Compute capability of a CUDA device, queried once per device (the ops call this on every launch)."""
+    import torch
+
+    return _capability_of_index(device.index if device.index is not None else torch.cuda.current_device())
 
 
 def auto_backend(device) -> Backend:
     """The path the automatic choice takes for tensors on ``device``."""
     import torch
 
-    device = torch.device(device)
+    device = device if isinstance(device, torch.device) else torch.device(device)
     if device.type != "cuda" or not triton_installed():
         return Backend.TORCH
     capability = _capability(device)
@@ -91,7 +99,7 @@ def check_backend(backend: Backend, device) -> None:
     """Raise :class:`BackendUnavailableError` (saying what to do) if ``backend`` cannot run on ``device``."""
     import torch
 
-    device = torch.device(device)
+    device = device if isinstance(device, torch.device) else torch.device(device)
     if backend is Backend.TORCH:
         return
     if not triton_installed():

@@ -4,16 +4,16 @@ It runs where Triton cannot (CPU without the interpreter, unsupported GPUs), is 
 dispatch, and is what ``mxfp4 quantize`` / ``dequantize`` use to convert checkpoints on a CPU, so it is built to be
 fast there:
 
-* **quantize** works on the raw bits of the input, two elements per machine word (a bfloat16 pair is one int32):
-  the block's amax is an integer max over the magnitude bits, its floor exponent is the float32 exponent field, the
-  CEIL test is a mantissa comparison, and elements are rounded by comparing ``|x| * 2**-k`` with the rounding
-  thresholds of :mod:`mxfp4.spec`. Every step is exact, so no float64 is needed except for the MSE decision on
-  float16/float32 input (see :func:`_mse_error_difference`).
+* **quantize** works on the raw bits of the input, two elements per machine word (a bfloat16 pair is one int32,
+  so packing the two codes of a byte needs no strided access): magnitudes are float32 bit patterns, the block's floor
+  exponent is the exponent field of its amax, the CEIL test a mantissa comparison, and elements are rounded by
+  comparing ``|x| * 2**-k`` (exact: a power of two built from bits) with the rounding thresholds of
+  :mod:`mxfp4.spec`. Every step is exact; the MSE decision is an exact sum too (:func:`_mse_error_difference`).
 * **dequantize** looks up each packed byte together with its block's scale byte in a 65536-entry table of pairs of
   output values (int32 for 16-bit outputs, int64 for float32), so one load produces two decoded elements. The table
   is built once per (dtype, device) from the exact float64 values, rounded once, as the reference does.
 
-On a CPU both run as one fused loop compiled by ``torch.compile`` (Inductor's C++ backend) for tensors of at least
+On a CPU both run as fused loops compiled by ``torch.compile`` (Inductor's C++ backend) for tensors of at least
 :data:`COMPILE_MIN_ELEMENTS` elements, compiled once per dtype and scale mode and cached for the process (and on
 disk by Inductor). Without a working compiler, on other devices, or for small tensors, the same functions run
 eagerly over row chunks, so no intermediate is ever larger than a chunk. ``$MXFP4_TORCH_COMPILE`` selects the
@@ -195,17 +195,16 @@ def _e2m1_magnitude_code(scaled: torch.Tensor) -> torch.Tensor:
 _TWICE_MAGNITUDE_STEPS = tuple(int(2 * (high - low)) for low, high in zip(E2M1_MAGNITUDES, E2M1_MAGNITUDES[1:]))
 
 
-def _e2m1_round(scaled: torch.Tensor, accumulate: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Magnitude codes (int32) and twice their E2M1 magnitude (``accumulate``, exact integers 0..12) of scaled values.
+def _twice_e2m1(scaled: torch.Tensor, accumulate: torch.dtype) -> torch.Tensor:
+    """Twice the E2M1 magnitude (``accumulate``, exact integers 0..12) that scaled values round to.
 
-    Both come from the same threshold tests: the code counts the thresholds passed, the value adds each step.
+    The same threshold tests as :func:`_e2m1_magnitude_code`, each adding its step of the value.
     """
-    code = twice = None
+    twice = None
     for (midpoint, tie_rounds_up), step in zip(E2M1_ROUNDING_THRESHOLDS, _TWICE_MAGNITUDE_STEPS):
         passed = (scaled >= midpoint) if tie_rounds_up else (scaled > midpoint)
-        code = passed.to(torch.int32) if code is None else code + passed.to(torch.int32)
         twice = passed.to(accumulate) * step if twice is None else twice + passed.to(accumulate) * step
-    return code, twice
+    return twice
 
 
 def _mse_error_difference(low_scaled, twice_low, twice_high, accumulate: torch.dtype) -> torch.Tensor:
@@ -224,44 +223,42 @@ def _mse_error_difference(low_scaled, twice_low, twice_high, accumulate: torch.d
 def _quantize_words(words: torch.Tensor, dtype: torch.dtype, mode: ScaleMode):
     """The whole quantizer on ``[r, G, 16]`` words of ``dtype`` pairs -> ``(blocks uint8 [r, G, 16], scales [r, G])``.
 
-    Plain torch ops: run eagerly, or compiled into one loop by torch.compile.
+    Plain torch ops: run eagerly, or compiled by torch.compile into loops over blocks with no full-size
+    intermediate. Block reductions are float reductions over the last axis (Inductor's int32 ones are ~20x slower on
+    a CPU), and the codes are rounded afresh from the input once the exponent is known, so that nothing computed for
+    the reductions has to be kept for the elementwise pass.
     """
     low_abs, high_abs, low_sign, high_sign = _magnitude_bits(words, dtype)
-    # Non-negative float32 bit patterns order like their values, and NaN/Inf patterns are the largest.
-    amax = torch.maximum(low_abs, high_abs).amax(-1)
-    non_finite = amax >= _F32_INF_BITS
+    low_value, high_value = low_abs.view(torch.float32), high_abs.view(torch.float32)
+    amax = torch.maximum(low_value, high_value).amax(-1)  # NaN propagates; +Inf is the largest
+    non_finite = ~torch.isfinite(amax)
+    amax_bits = amax.view(torch.int32)
     # Exponent field 0 (zero or subnormal amax) gives floor_rule <= -129: the clamp below yields -127, which is
     # the reference's exponent for those blocks in every mode (for amax = 0 by definition, for subnormals because
     # even FLOOR + 1 stays below E8M0's range).
-    floor_rule = (amax >> _F32_MANTISSA_BITS) - _FLOOR_RULE_OFFSET
-    low_value = low_abs.view(torch.float32)
-    high_value = high_abs.view(torch.float32)
+    floor_rule = ((amax_bits & _F32_ABS_MASK) >> _F32_MANTISSA_BITS) - _FLOOR_RULE_OFFSET
     if mode is ScaleMode.MSE:
         exp_low = floor_rule.clamp(E8M0_MIN_EXPONENT, E8M0_MAX_EXPONENT)
         exp_high = (floor_rule + 1).clamp(E8M0_MIN_EXPONENT, E8M0_MAX_EXPONENT)
-        inv_low = _power_of_two(-exp_low)[..., None]
-        inv_high = _power_of_two(-exp_high)[..., None]
+        inv_low, inv_high = _power_of_two(-exp_low)[..., None], _power_of_two(-exp_high)[..., None]
         accumulate = torch.float32 if dtype == torch.bfloat16 else torch.float64
         # High reconstructions in units of 2**k_low: twice as coarse, unless both exponents clamped to -127.
         high_unit = (1 + exp_high - exp_low).to(accumulate)[..., None]
-        low_scaled_0, low_scaled_1 = low_value * inv_low, high_value * inv_low
-        code_l0, twice_l0 = _e2m1_round(low_scaled_0, accumulate)
-        code_l1, twice_l1 = _e2m1_round(low_scaled_1, accumulate)
-        code_h0, twice_h0 = _e2m1_round(low_value * inv_high, accumulate)
-        code_h1, twice_h1 = _e2m1_round(high_value * inv_high, accumulate)
-        difference = _mse_error_difference(low_scaled_0, twice_l0, twice_h0 * high_unit, accumulate)
-        difference = difference + _mse_error_difference(low_scaled_1, twice_l1, twice_h1 * high_unit, accumulate)
+        difference = None
+        for value in (low_value, high_value):
+            low_scaled = value * inv_low
+            term = _mse_error_difference(low_scaled, _twice_e2m1(low_scaled, accumulate),
+                                         _twice_e2m1(value * inv_high, accumulate) * high_unit, accumulate)
+            difference = term if difference is None else difference + term
         prefer_high = difference.sum(-1) < 0  # strictly smaller error; FLOOR on a tie
         exponent = torch.where(prefer_high, exp_high, exp_low)
-        code_even = torch.where(prefer_high[..., None], code_h0, code_l0)
-        code_odd = torch.where(prefer_high[..., None], code_h1, code_l1)
     else:
         if mode is ScaleMode.CEIL:
-            floor_rule = floor_rule + ((amax & _F32_MANTISSA_MASK) > _E2M1_MAX_MANTISSA_BITS).to(torch.int32)
+            floor_rule = floor_rule + ((amax_bits & _F32_MANTISSA_MASK) > _E2M1_MAX_MANTISSA_BITS).to(torch.int32)
         exponent = floor_rule.clamp(E8M0_MIN_EXPONENT, E8M0_MAX_EXPONENT)
-        inverse = _power_of_two(-exponent)[..., None]
-        code_even = _e2m1_magnitude_code(low_value * inverse)
-        code_odd = _e2m1_magnitude_code(high_value * inverse)
+    inverse = _power_of_two(-exponent)[..., None]
+    code_even = _e2m1_magnitude_code(low_value * inverse)
+    code_odd = _e2m1_magnitude_code(high_value * inverse)
     packed = (code_even | low_sign) | ((code_odd | high_sign) << NIBBLE_BITS)
     # Elements of a NaN-scaled block are unspecified by the format; zeros, as the reference writes.
     packed = torch.where(non_finite[..., None], 0, packed).to(torch.uint8)

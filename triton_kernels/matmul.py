@@ -24,9 +24,10 @@ overflow fp16). Elements past K contribute exactly 0 (activations masked to 0; w
 their scale is applied, or explicitly zeroed), and nothing past the end of ``a``, ``blocks``, ``scales`` or
 ``bias`` is ever read.
 
-Limits that follow from the operand dtype: on the 16-bit paths the decoded weight ``v * 2**(s-127)`` must fit the
-dot dtype (bf16: scale bytes <= 252; fp16: |w| <= 65504, scale bytes <= 140); the GEMV schedule and fp32
-activations have no such limit.
+Limits of the tiled schedule, which decodes each weight with its scale applied before the dot: the decoded value
+``v * 2**(s-127)`` must fit the dot operand (fp32 / bf16: scale bytes <= 252; fp16: |w| <= 65504, i.e. scale bytes
+<= 140, and values below 2**-24 flush to 0; on GPUs, bf16 tensor cores may also flush weights below 2**-126).
+The GEMV applies the scale to 32-element block sums in fp32 and has none of these limits.
 
 The workspace for split-K (fp32 partials and int32 counters) is cached per (device, stream), so concurrent calls
 on different streams never share counters.
@@ -102,7 +103,7 @@ def _store_tile(acc, out_ptr, bias_ptr, offs_m, offs_n, M, N, stride_om, stride_
         bias = tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)
         acc = acc + bias[None, :]
     mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
-    ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :] * stride_on
+    ptrs = out_ptr + offs_m.to(tl.int64)[:, None] * stride_om + offs_n[None, :] * stride_on
     tl.store(ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -473,6 +474,7 @@ def _cached_plan(backend, M, N, K, dtype, device_index, schedule, interpreted):
 
 
 _WORKSPACES: dict = {}
+_INT32_LIMIT = 2**31
 
 
 def _workspace(device: torch.device, stream: int, partial_elems: int, tiles: int):
@@ -524,7 +526,7 @@ def _launch(plan: Plan, args: tuple, constexprs: dict, record: _Launch | None, d
 
 
 def matmul(a: torch.Tensor, blocks: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None,
-           backend: Backend, *, _schedule: str | None = None) -> torch.Tensor:
+           backend: Backend, *, _schedule: str | None = None, _out: torch.Tensor | None = None) -> torch.Tensor:
     """``a @ W.T (+ bias)`` for an MXFP4 weight W ``[N, K]`` quantized along K; float32 accumulation.
 
     Args:
@@ -535,6 +537,7 @@ def matmul(a: torch.Tensor, blocks: torch.Tensor, scales: torch.Tensor, bias: to
         bias: ``[N]`` float tensor or None; added in float32.
         backend: ``Backend.HOPPER`` / ``BF16`` / ``FP32`` (see the module docstring for what each computes in).
         _schedule: private, for tests: force ``"gemv"`` or ``"tiled"``.
+        _out: private, for tests: a contiguous ``[M, N]`` tensor of a's dtype to write into (e.g. NaN-filled).
 
     Returns:
         ``[M, N]`` in ``a.dtype`` on ``a.device``.
@@ -552,9 +555,19 @@ def matmul(a: torch.Tensor, blocks: torch.Tensor, scales: torch.Tensor, bias: to
     if block_strides[2] != 1 or block_strides[1] != BYTES_PER_BLOCK:
         blocks = blocks.contiguous()  # the kernels read each block as 16 contiguous bytes
         block_strides = blocks.stride()
+    # Offsets along K are 32-bit in the kernels (rows are 64-bit): copy views whose K strides would overflow them.
+    if (K - 1) * abs(a.stride(1)) >= _INT32_LIMIT:
+        a = a.contiguous()
+    if (G - 1) * abs(scales.stride(1)) >= _INT32_LIMIT:
+        scales = scales.contiguous()
     if bias is not None and bias.dtype != a.dtype and bias.dtype != torch.float32:
         bias = bias.float()  # the kernels take bias in a's dtype or fp32 (the variants compiled for those)
-    out = torch.empty((M, N), dtype=a.dtype, device=a.device)
+    if _out is None:
+        out = torch.empty((M, N), dtype=a.dtype, device=a.device)
+    else:
+        if _out.shape != (M, N) or _out.dtype != a.dtype or not _out.is_contiguous() or _out.device != a.device:
+            raise ValueError(f"_out must be a contiguous [{M}, {N}] {a.dtype} tensor on {a.device}")
+        out = _out
     if M == 0 or N == 0:
         return out
     a_strides, scale_strides = a.stride(), scales.stride()
@@ -600,15 +613,12 @@ def _current_stream(device_index: int) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def _constexpr_params_cached(kernel):
+def _constexpr_params(kernel):
+    """(name, inspect.Parameter) of the kernel's constexpr arguments, in signature order."""
     import inspect
 
     params = inspect.signature(kernel.fn).parameters
     return tuple((name, p) for name, p in params.items() if name in _CONSTEXPR_NAMES)
-
-
-def _constexpr_params(kernel):
-    return _constexpr_params_cached(kernel)
 
 
 _CONSTEXPR_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_G", "BLOCK_K", "GROUP_M", "HAS_BIAS", "DOT_DTYPE", "DOT_IN_FP32")
@@ -621,6 +631,8 @@ _INT_ARGS = ("M", "N", "K", "num_groups", "groups_per_split", "stride_am", "stri
 # The strides that are 1 for contiguous a, scales and out: the JIT specializes an int argument equal to 1 into a
 # constant, which is what lets it vectorize and pipeline those loads; the AOT list compiles the same variant.
 _UNIT_STRIDES = ("stride_ak", "stride_sg", "stride_on")
+_DIVISIBLE_ALWAYS = ("stride_bn",)
+_DIVISIBLE_CONTIGUOUS = ("N", "K", "stride_am", "stride_om")
 
 
 def _signature(kernel, a_sig: str, bias_sig: str, unit_strides: bool) -> dict:
@@ -680,6 +692,8 @@ def _spec(plan: Plan, a_sig: str, bias_sig: str | None, unit_strides: bool) -> d
     return {
         "name": name, "fn": plan.kernel, "signature": _signature(plan.kernel, a_sig, bias_sig or a_sig, unit_strides),
         "constexprs": constexprs, "num_warps": plan.num_warps, "num_stages": plan.num_stages,
+        # A block row is always 16-byte aligned; contiguous GPT-OSS / 8192 shapes make these multiples of 16 too.
+        "divisible_by_16": list(_DIVISIBLE_ALWAYS + (_DIVISIBLE_CONTIGUOUS if unit_strides else ())),
     }
 
 

@@ -1,20 +1,27 @@
-"""The GPT-OSS MoE on MXFP4 experts as five (decode: four) Triton launches. Twin of ``mxfp4.reference.moe``.
+"""The GPT-OSS MoE on MXFP4 experts as Triton launches. Twin of ``mxfp4.reference.moe``.
 
+Decode (``T * k <= GEMV_MAX_PAIRS``): three launches, each bound by reading the hit experts' weights once.
+    1. moe_routing.route                  router GEMM + top-k + softmax over the k picked logits  [T, k] ids, weights
+    2. moe_gate_up_gemv.gate_up_swiglu_gemv  per (pair, feature block): W1 rows streamed on the CUDA cores,
+                                          bias + SwiGLU fused                                     act [P, I] pair order
+    3. moe_down_gemv.down_combine_gemv    per (feature block, token): the k experts' W2 rows streamed together,
+                                          bias, routing weight and the slot-order sum fused       [T, H] x.dtype
+Otherwise (prefill): five (T <= 16: four) launches with tensor-core grouped GEMMs over rows sorted by expert.
     1. moe_routing.route            router GEMM + top-k + softmax over the k picked logits   [T, k] ids, weights
     2. moe_sort.sort_by_expert      histogram + prefix sum + stable scatter of the T*k pairs  counts [E], map [P]
-                                    (for T <= 16 tokens, fused into launch 1: a decode step is four launches)
+                                    (for T <= 16 tokens, fused into launch 1)
     3. moe_gate_up.gate_up_swiglu   grouped MXFP4 GEMM over all experts, bias + SwiGLU fused  act [P, I]
     4. moe_down.down                grouped MXFP4 GEMM, bias, times the routing weight        [P, H] float32
     5. moe_combine.combine          sum of each token's k rows in slot order, cast            [T, H] x.dtype
 
 Every grid is fixed by (T, k, E, H, I) alone -- no ``.item()``, no host sync -- so a decode step can be captured in
-a CUDA graph. Only the experts that received tokens have weight tiles read (empty experts own no row tiles), and
-each weight byte is read once per row tile: at decode (<= 4 rows per expert) that is once.
+a CUDA graph. Only the experts that received tokens have weight tiles read (empty experts own no row tiles).
 
-Numerics per path: ``hopper`` and ``bf16`` feed bf16 operands to the tensor cores (activations rounded to bf16,
-MXFP4 values exact in bf16) with float32 accumulation, and keep the SwiGLU activations in bf16; ``fp32`` does
-everything in float32 with IEEE dots (no tf32, no fp16/bf16 intermediates) and compiles for sm_75. Routing is
-float32 IEEE on all paths. The result is bitwise deterministic for a given input and path.
+Numerics per path: the decode GEMVs multiply and accumulate in float32 on every path (activations as given);
+the prefill GEMMs on ``hopper`` and ``bf16`` feed bf16 operands to the tensor cores (activations rounded to bf16,
+MXFP4 values exact in bf16) with float32 accumulation. ``hopper`` / ``bf16`` keep the SwiGLU activations in
+bf16; ``fp32`` does everything in float32 with IEEE dots (no tf32, no fp16/bf16 intermediates) and compiles for
+sm_75. Routing is float32 IEEE on all paths. The result is bitwise deterministic for a given input and path.
 """
 
 from __future__ import annotations
@@ -25,16 +32,21 @@ import torch
 
 from mxfp4.dispatch import Backend
 
-from . import moe_combine, moe_down, moe_gate_up, moe_routing, moe_sort
+from . import moe_combine, moe_down, moe_down_gemv, moe_gate_up, moe_gate_up_gemv, moe_routing, moe_sort
 from .moe_common import next_power_of_2_at_least
 
-#: Pairs (tokens * k) up to which the decode schedule is used: few rows per expert, memory-bound.
+#: Pairs (tokens * k) up to which the weight-streaming GEMVs run (decode). Cost model: a GEMV decodes each hit
+#: expert once per pair, a tensor-core tile once per 16 rows of an expert, at ~2/3 of the GEMV's bytes per second
+#: (dense matmul on H100, M = 1 vs M = 16). With E = 32 and top-4, 8 tokens (32 pairs, ~20 experts hit) is about
+#: break-even; with E = 128 nearly every pair hits its own expert, so the GEMV wins throughout.
+GEMV_MAX_PAIRS = 32
+#: Pairs up to which the tensor-core GEMMs use the small-M ("decode") tiles.
 DECODE_MAX_PAIRS = 64
 
 
 @dataclasses.dataclass(frozen=True)
 class GemmConfig:
-    """Tile schedule of a grouped GEMM (``block_k`` counts MXFP4 elements along K; bytes per step are half)."""
+    """Tile schedule of a grouped GEMM (``block_k`` counts MXFP4 elements along K: a multiple of 32)."""
 
     block_m: int
     block_n: int
@@ -49,17 +61,41 @@ class GemmConfig:
                 "FP32_DOT": self.fp32_dot, "INTERPRETED": False}
 
 
-# (gate_up, down) schedules per path and regime. Decode: the minimum dot M (16), narrow N tiles so that the few
-# experts hit still spread over every SM, long K steps for wide weight loads. Prefill: tensor-core tiles, tall in M
-# because every row tile decodes its expert's weights again (at 4096 tokens, E = 32, top-4 an expert has ~512 rows:
-# BLOCK_M = 128 decodes each weight 4 times). The fp32 path keeps tiles small (float32 operands, FMA dots on
-# sm_75). Chosen so that ptxas reports no register spills (sm_75 / 80 / 86 / 90); starting points for the H100
-# session to tune, not measured yet.
+@dataclasses.dataclass(frozen=True)
+class GemvConfig:
+    """Launch shape of a decode GEMV: ``block_n`` output features per program (gate_up: 2 * block_n W1 rows;
+    down: block_n rows of each of the k experts), ``block_g`` MX blocks (32 elements, 16 bytes) per row per step."""
+
+    block_n: int
+    block_g: int
+    num_warps: int
+    num_stages: int = 1
+
+    def constexprs(self) -> dict:
+        return {"BLOCK_N": self.block_n, "BLOCK_G": self.block_g, "INTERPRETED": False}
+
+
+# Decode GEMVs, the same on every path (float32 FMAs). At T = 1, E = 32, top-4, H = I = 2880: gate_up
+# 4 pairs x 360 = 1440 programs of 16 W1 rows x 16 blocks per step (4 KB: 2 blocks per thread at 4 warps, 6
+# steps with the tail), down 720 programs of 4 features x 4 experts x 16 blocks (4 KB per step). ~5-11 programs
+# per SM keep ~40 KB of loads in flight per SM. Not measured yet: the dense GEMV found 16 programs per SM and
+# 2 blocks per thread best at these sizes (triton_kernels/matmul.py).
+GEMV_SCHEDULE = (GemvConfig(8, 16, 4), GemvConfig(4, 16, 4))
+
+# (gate_up, down) tensor-core schedules per path and regime. Every K step decodes the [rows, BLOCK_K] weight tile
+# once (gate_up: rows = 2 * BLOCK_N, gate and up interleaved) and issues one dot over BLOCK_K = 128 (64 bytes per
+# weight row: one 16-byte load per thread per 8 rows). Prefill on sm_90: 128-row tiles on two warpgroups (wgmma;
+# an expert's ~512 rows at 4096 tokens, E = 32, top-4 decode each weight 4 times), gate_up 128 x 128 accumulator
+# columns = 64 features (the gate/up pairs), down 128 x 128; 3 stages of bf16 activations + packed bytes. bf16
+# (sm_80-89, mma.sync): the same tiles with smaller shared-memory budgets. Small-M ("decode", 33-64 pairs):
+# 16-row mma tiles, narrow N so the few experts hit still spread over the SMs. fp32: FMA dots on small tiles
+# (sm_75 has 64 KB of shared memory), a correctness path. All chosen with ptxas reporting no spills (aot.py);
+# starting points for the H100 session to tune.
 _SCHEDULES = {
-    (Backend.HOPPER, "decode"): (GemmConfig(16, 32, 128, 8, 3, False), GemmConfig(16, 32, 256, 4, 3, False)),
-    (Backend.HOPPER, "prefill"): (GemmConfig(128, 64, 32, 8, 3, False), GemmConfig(128, 128, 32, 8, 3, False)),
-    (Backend.BF16, "decode"): (GemmConfig(16, 32, 128, 8, 3, False), GemmConfig(16, 32, 256, 4, 3, False)),
-    (Backend.BF16, "prefill"): (GemmConfig(128, 32, 32, 8, 3, False), GemmConfig(64, 128, 32, 8, 3, False)),
+    (Backend.HOPPER, "decode"): (GemmConfig(16, 32, 128, 4, 3, False), GemmConfig(16, 64, 128, 4, 3, False)),
+    (Backend.HOPPER, "prefill"): (GemmConfig(128, 64, 128, 8, 3, False), GemmConfig(128, 128, 128, 8, 3, False)),
+    (Backend.BF16, "decode"): (GemmConfig(16, 32, 128, 4, 3, False), GemmConfig(16, 64, 128, 4, 3, False)),
+    (Backend.BF16, "prefill"): (GemmConfig(128, 64, 64, 8, 3, False), GemmConfig(128, 128, 64, 8, 3, False)),
     (Backend.FP32, "decode"): (GemmConfig(16, 32, 64, 4, 2, True), GemmConfig(16, 32, 64, 4, 2, True)),
     (Backend.FP32, "prefill"): (GemmConfig(32, 32, 32, 4, 2, True), GemmConfig(32, 64, 32, 4, 2, True)),
 }
@@ -85,13 +121,22 @@ def moe(x, router_w, router_b, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b
     """
     backend = Backend(backend)
     num_experts = router_w.shape[0]
-    pairs = x.shape[0] * top_k
-    gate_up_config, down_config = gemm_configs(backend, pairs, num_experts)
+    tokens = x.shape[0]
+    pairs = tokens * top_k
     act_dtype = torch.float32 if backend is Backend.FP32 else torch.bfloat16
     w1_blocks, w1_scales = _rows_contiguous(w1_blocks, w1_scales)
     w2_blocks, w2_scales = _rows_contiguous(w2_blocks, w2_scales)
 
-    if x.shape[0] <= moe_routing.ROUTE_BLOCK_T:  # decode: one program routes and sorts
+    if uses_gemv(pairs):
+        expert_ids, routing_weights = moe_routing.route(x, router_w, router_b, top_k)
+        gate_up_config, down_config = GEMV_SCHEDULE
+        act = moe_gate_up_gemv.gate_up_swiglu_gemv(x, expert_ids, w1_blocks, w1_scales, b1.contiguous(), alpha,
+                                                   limit, gate_up_config, act_dtype)
+        return moe_down_gemv.down_combine_gemv(act, expert_ids, routing_weights, w2_blocks, w2_scales,
+                                               b2.contiguous(), down_config, x.dtype)
+
+    gate_up_config, down_config = gemm_configs(backend, pairs, num_experts)
+    if tokens <= moe_routing.ROUTE_BLOCK_T:  # one program routes and sorts
         _, routing_weights, counts, sorted_pairs = moe_routing.route(x, router_w, router_b, top_k, sort=True)
     else:
         expert_ids, routing_weights = moe_routing.route(x, router_w, router_b, top_k)
@@ -102,6 +147,11 @@ def moe(x, router_w, router_b, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b
     contributions = moe_down.down(act, sorted_pairs, counts, routing_weights, w2_blocks, w2_scales, b2.contiguous(),
                                   down_config)
     return moe_combine.combine(contributions, top_k, x.dtype)
+
+
+def uses_gemv(pairs: int) -> bool:
+    """Whether ``pairs = T * k`` rows run the decode GEMVs (else the tensor-core grouped GEMMs)."""
+    return pairs <= GEMV_MAX_PAIRS
 
 
 def _rows_contiguous(blocks: torch.Tensor, scales: torch.Tensor):
@@ -138,10 +188,23 @@ def compile_specs(backend: Backend, activation: torch.dtype | None = None,
     act_type = _TRITON_TYPES[activation]
     hidden_act_type = "fp32" if backend is Backend.FP32 else "bf16"
     specs = moe_combine.compile_specs(act_type)
+    for kernel, module, config in (  # the decode GEMVs do not depend on E
+        (moe_gate_up_gemv.gate_up_swiglu_gemv_kernel, moe_gate_up_gemv, GEMV_SCHEDULE[0]),
+        (moe_down_gemv.down_combine_gemv_kernel, moe_down_gemv, GEMV_SCHEDULE[1]),
+    ):
+        specs.append({
+            "name": f"moe_{kernel.__name__.removesuffix('_kernel')}_{backend.value}_{act_type}",
+            "fn": kernel,
+            "signature": module.signature(act_type, hidden_act_type),
+            "constexprs": {**module.GPT_OSS_CONSTEXPRS, **config.constexprs()},
+            "num_warps": config.num_warps,
+            "num_stages": config.num_stages,
+            "divisible_by_16": module.GPT_OSS_DIVISIBLE_BY_16,
+        })
     for experts in num_experts:
         specs += moe_routing.compile_specs(act_type, experts)
         specs += moe_sort.compile_specs(experts)
-        for regime, pairs in (("decode", 1), ("prefill", DECODE_MAX_PAIRS + 1)):
+        for regime, pairs in (("decode", GEMV_MAX_PAIRS + 1), ("prefill", DECODE_MAX_PAIRS + 1)):
             gate_up_config, down_config = gemm_configs(backend, pairs, experts)
             for kernel, module, config in (
                 (moe_gate_up.gate_up_swiglu_kernel, moe_gate_up, gate_up_config),

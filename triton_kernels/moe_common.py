@@ -110,40 +110,98 @@ def decode_e2m1_byte(packed, factor):
     return low, high
 
 
-@triton.jit
-def load_mxfp4_columns(blocks_ptr, scales_ptr, row, row_ok, byte, length, blocks_stride_n, scales_stride_n):
-    """Decode a ``[BYTES, ROWS]`` tile of one MXFP4 matrix (rows quantized along K) as two float32 tiles.
-
-    ``row [ROWS]`` picks weight rows (output features), ``byte [BYTES]`` the packed bytes along K of each row;
-    byte b holds elements 2b (low nibble) and 2b+1 (high nibble), and shares the scale of block b // 16.
-    Returns ``(even, odd)``: ``even[i, j]`` = W[row[j], 2*byte[i]], ``odd[i, j]`` = W[row[j], 2*byte[i] + 1],
-    exactly (float32); bytes past the logical length and rows with ``row_ok`` false are not read and give 0.
-    The tile comes out transposed (K major) so it feeds ``tl.dot(x, w)`` directly.
-
-    The odd element of the last byte may lie past an odd ``length``: it is a finite value (or NaN together with
-    its in-range neighbour, whose NaN scale it shares), and the activation side is zero there, so the product
-    is 0 -- no per-element mask is needed in the hot loop.
-    """
-    load_ok = row_ok[None, :] & (2 * byte < length)[:, None]
-    packed = tl.load(blocks_ptr + row[None, :] * blocks_stride_n + byte[:, None], mask=load_ok, other=0).to(tl.int32)
-    scale = tl.load(scales_ptr + row[None, :] * scales_stride_n + (byte // BYTES_PER_SCALE)[:, None], mask=load_ok,
-                    other=0).to(tl.int32)
-    return decode_e2m1_byte(packed, scale_factor(scale))
+# --- the hot-loop decode: E2M1 straight from sign-extended bytes --------------------------------------------------
+# Same bit placement as decode_e2m1_byte, but from the byte sign-extended to int32 (``u8 -> i8 -> i32``, one
+# instruction), which gives the high nibble its sign bit for free: 4 integer ops for the low nibble, 2 for the high
+# one, then the exact multiply by 2**126. tests/test_moe.py checks both against mx.decode_mxfp4 for every byte.
+LOW_NIBBLE_TO_TOP = tl.constexpr(32 - NIBBLE_BITS)  # low nibble's sign bit -> float32 sign bit
+TOP_TO_MAGNITUDE = tl.constexpr(32 - NIBBLE_BITS - (_FLOAT32_MANTISSA_BITS - E2M1_MANTISSA_BITS))  # 28 -> 22: 6
+HIGH_NIBBLE_TO_MAGNITUDE = tl.constexpr(_FLOAT32_MANTISSA_BITS - E2M1_MANTISSA_BITS - NIBBLE_BITS)  # 18
+# float32 sign bit + the 3 E2M1 magnitude bits at float32 bits 24..22, as an int32 (0x81C00000).
+E2M1_FLOAT32_BITS = tl.constexpr(((1 << _FLOAT32_SIGN_BIT) | (E2M1_MAGNITUDE_MASK << (_FLOAT32_MANTISSA_BITS
+                                                                                     - E2M1_MANTISSA_BITS)))
+                                 - (1 << 32))
+#: E8M0 byte of 1.0: what masked scale loads read, so a masked block contributes 0 * 1.
+SCALE_ONE = tl.constexpr(E8M0_BIAS)
+BLOCK_ELEMENTS = tl.constexpr(2 * BYTES_PER_BLOCK)
 
 
 @triton.jit
-def load_columns_even_odd(ptr, row, row_ok, byte, length, stride_row, stride_col):
-    """``(even, odd)`` ``[ROWS, BYTES]`` tiles of a dense matrix: columns 2*byte and 2*byte + 1, zero past length.
+def sign_extend(packed):
+    """uint8 packed bytes -> int32 with bit 7 copied upward (the high nibble's sign lands on bit 31)."""
+    return packed.to(tl.int8, bitcast=True).to(tl.int32)
 
-    The activation side of the split-K trick: x @ W.T = x[:, 0::2] @ W[:, 0::2].T + x[:, 1::2] @ W[:, 1::2].T, so
-    the MXFP4 nibbles never need to be re-interleaved in registers.
+
+@triton.jit
+def e2m1_low(byte):
+    """Exact float32 E2M1 value of the low nibble (element 2i) of sign-extended bytes (int32), unscaled."""
+    top = byte << LOW_NIBBLE_TO_TOP
+    bits = (top | (top >> TOP_TO_MAGNITUDE)) & E2M1_FLOAT32_BITS
+    return bits.to(tl.float32, bitcast=True) * E2M1_TO_FLOAT32_SCALE
+
+
+@triton.jit
+def e2m1_high(byte):
+    """Exact float32 E2M1 value of the high nibble (element 2i + 1) of sign-extended bytes (int32), unscaled."""
+    bits = (byte << HIGH_NIBBLE_TO_MAGNITUDE) & E2M1_FLOAT32_BITS
+    return bits.to(tl.float32, bitcast=True) * E2M1_TO_FLOAT32_SCALE
+
+
+@triton.jit
+def load_mxfp4_tile(blocks_ptr, scales_ptr, row, g0, num_groups, length, blocks_stride_n, scales_stride_n,
+                    ROWS: tl.constexpr, BLOCK_K: tl.constexpr, MASKED: tl.constexpr):
+    """``[ROWS, BLOCK_K]`` float32: ``W[row, 32*g0 : 32*g0 + BLOCK_K]`` exactly, in natural K order.
+
+    The operand of one ``tl.dot`` per K step (tensor-core GEMMs): each row's ``BLOCK_K / 2`` bytes are one
+    contiguous (vectorized) load, the two nibbles of a byte are decoded and put side by side again
+    (``tl.join`` + ``tl.reshape``: elements 2i, 2i + 1), and each 32-element block is multiplied by its scale
+    (exact: a power of two, unless the product leaves float32's range as it would in the reference).
+    ``row`` must be in range (callers clamp it). ``MASKED`` (the last K step only): blocks past ``num_groups``
+    read as 0, and elements past ``length`` are zeroed after scaling -- a huge scale times a padding code can be
+    Inf there, and Inf * 0 from the masked activation would be NaN.
     """
-    element = 2 * byte
-    base = ptr + row[:, None] * stride_row
-    even = tl.load(base + element[None, :] * stride_col, mask=row_ok[:, None] & (element < length)[None, :], other=0.0)
-    odd = tl.load(base + (element + 1)[None, :] * stride_col, mask=row_ok[:, None] & (element + 1 < length)[None, :],
-                  other=0.0)
-    return even, odd
+    GROUPS: tl.constexpr = BLOCK_K // BLOCK_ELEMENTS
+    byte = g0 * BYTES_PER_SCALE + tl.arange(0, BLOCK_K // 2)
+    group = g0 + tl.arange(0, GROUPS)
+    row_bytes = blocks_ptr + row[:, None] * blocks_stride_n
+    row_scales = scales_ptr + row[:, None] * scales_stride_n
+    if MASKED:
+        packed = tl.load(row_bytes + byte[None, :], mask=(byte < num_groups * BYTES_PER_SCALE)[None, :], other=0)
+        scale = tl.load(row_scales + group[None, :], mask=(group < num_groups)[None, :], other=SCALE_ONE)
+    else:
+        packed = tl.load(row_bytes + byte[None, :])
+        scale = tl.load(row_scales + group[None, :])
+    byte_i32 = sign_extend(packed)
+    pairs = tl.join(e2m1_low(byte_i32), e2m1_high(byte_i32))  # [ROWS, BLOCK_K / 2, 2]: elements 2i, 2i + 1
+    w = tl.reshape(pairs, [ROWS, GROUPS, BLOCK_ELEMENTS]) * scale_factor(scale.to(tl.int32))[:, :, None]
+    w = tl.reshape(w, [ROWS, BLOCK_K])
+    if MASKED:
+        element = g0 * BLOCK_ELEMENTS + tl.arange(0, BLOCK_K)
+        w = tl.where((element < length)[None, :], w, 0.0)
+    return w
+
+
+@triton.jit
+def gemv_block_sums(packed, scale, x_even, x_odd, BYTE_AXIS: tl.constexpr):
+    """``[..., G]`` float32: each MX block's dot with its 32 activations, times the block's scale.
+
+    ``packed`` uint8 ``[..., G, 16]`` (one thread holds a whole 16-byte block: a 128-bit load, and the block's
+    32-element sum stays in the thread), ``scale`` uint8 ``[..., G]``, ``x_even`` / ``x_odd`` float32 broadcastable
+    to ``[..., G, 16]``: activations 2i and 2i + 1 of each block; ``BYTE_AXIS`` the last axis (rank - 1). The scale is a power of two, so applying it
+    once to the block sum equals applying it to each product (up to overflow, which then is Inf / NaN either way).
+    """
+    byte = sign_extend(packed)
+    products = e2m1_low(byte) * x_even + e2m1_high(byte) * x_odd
+    return tl.sum(products, axis=BYTE_AXIS) * scale_factor(scale.to(tl.int32))
+
+
+@triton.jit
+def swiglu(gate, up, alpha, limit):
+    """GPT-OSS SwiGLU of float32 gate / up pre-activations (bias included): ``(up + 1) * gate * sigmoid(alpha * gate)``
+    after clamping the gate from above and up on both sides. Written as selects so NaN propagates as in torch."""
+    gate = tl.where(gate > limit, limit, gate)
+    up = tl.where(up > limit, limit, tl.where(up < -limit, -limit, up))
+    return (up + 1.0) * (gate / (1.0 + tl.exp(-alpha * gate)))
 
 
 @triton.jit
@@ -171,17 +229,20 @@ def cast(x, dtype: tl.constexpr, INTERPRETED: tl.constexpr):
 
 
 @triton.jit
-def dot_accumulate(a, b, acc, FP32_DOT: tl.constexpr, INTERPRETED: tl.constexpr):
-    """``acc + a @ b`` in float32: IEEE float32 operands on the fp32 path, bf16 tensor-core operands otherwise.
+def dot_accumulate_nt(a, w, acc, FP32_DOT: tl.constexpr, INTERPRETED: tl.constexpr):
+    """``acc + a @ w.T`` for ``w [N, K]`` (the decoded weight tile in its natural row-major order); operands as
+    IEEE float32 on the fp32 path, bf16 tensor-core operands otherwise. The cast comes before the transpose so
+    that the tensor-core operand is staged as bf16.
 
     Under TRITON_INTERPRET the interpreter stores bf16 as raw uint16 and ``tl.dot`` multiplies those integers
     (triton 3.9), so there the operands are rounded to bf16 but kept in float32 -- exact, since a product of two
     bf16 values fits float32 -- which is what the tensor cores compute, up to summation order.
     """
     if FP32_DOT:
-        out = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+        out = tl.dot(a.to(tl.float32), tl.trans(w.to(tl.float32)), acc, input_precision="ieee")
     elif INTERPRETED:
-        out = tl.dot(round_to_bf16(a.to(tl.float32)), round_to_bf16(b.to(tl.float32)), acc, input_precision="ieee")
+        out = tl.dot(round_to_bf16(a.to(tl.float32)), tl.trans(round_to_bf16(w.to(tl.float32))), acc,
+                     input_precision="ieee")
     else:
-        out = tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), acc)
+        out = tl.dot(a.to(tl.bfloat16), tl.trans(w.to(tl.bfloat16)), acc)
     return out

@@ -3,7 +3,9 @@
 Twin of ``mxfp4.reference.moe_down.down``. Same tile -> expert schedule as ``moe_gate_up``; the input rows are the
 SwiGLU activations in sorted order (contiguous per expert). The epilogue adds the bias, multiplies by the pair's
 routing weight and writes the row back in token-major pair order (row ``t * k + slot``), float32, so that
-``moe_combine`` sums each token's k contributions in slot order: deterministic, no atomics.
+``moe_combine`` sums each token's k contributions in slot order: deterministic, no atomics. As in ``moe_gate_up``,
+each K step decodes one ``[BLOCK_N, BLOCK_K]`` weight tile in natural K order and issues one ``tl.dot``.
+Decode-sized batches use ``moe_down_gemv`` (combine fused) instead.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import triton.language as tl
 
 from mxfp4.dispatch import triton_interpreter_enabled
 
-from .moe_common import dot_accumulate, expert_tile, load_columns_even_odd, load_mxfp4_columns, max_tiles
+from .moe_common import BLOCK_ELEMENTS, dot_accumulate_nt, expert_tile, load_mxfp4_tile, max_tiles
 
 
 def down(act, sorted_pairs, counts, routing_weights, w2_blocks, w2_scales, b2, config):
@@ -68,26 +70,36 @@ def down_kernel(
     expert, first_row, rows = expert_tile(counts_ptr, num_experts, tl.program_id(0), BLOCK_M, BLOCK_E)
     if rows <= 0:
         return
-    sorted_row = first_row + tl.arange(0, BLOCK_M)
-    row_ok = tl.arange(0, BLOCK_M) < rows
-    pair = tl.load(sorted_pairs_ptr + sorted_row, mask=row_ok, other=0)
+    local_row = tl.arange(0, BLOCK_M)
+    row_ok = local_row < rows
+    sorted_row = first_row + tl.minimum(local_row, rows - 1)  # clamped: unmasked loads, never stored
+    pair = tl.load(sorted_pairs_ptr + sorted_row)
 
     feature = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     feature_ok = feature < hidden
+    w_row = tl.minimum(feature, hidden - 1)
     expert_blocks = blocks_ptr + expert.to(tl.int64) * blocks_stride_e
     expert_scales = scales_ptr + expert.to(tl.int64) * scales_stride_e
+    act_rows = act_ptr + sorted_row.to(tl.int64)[:, None] * intermediate
 
+    GROUPS: tl.constexpr = BLOCK_K // BLOCK_ELEMENTS
+    num_groups = (intermediate + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS
+    full_groups = intermediate // BLOCK_K * GROUPS
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, intermediate, BLOCK_K):
-        byte = k0 // 2 + tl.arange(0, BLOCK_K // 2)
-        a_even, a_odd = load_columns_even_odd(act_ptr, sorted_row.to(tl.int64), row_ok, byte, intermediate,
-                                              intermediate, 1)
-        w_even, w_odd = load_mxfp4_columns(expert_blocks, expert_scales, feature, feature_ok, byte, intermediate,
-                                           blocks_stride_n, scales_stride_n)
-        acc = dot_accumulate(a_even, w_even, acc, FP32_DOT, INTERPRETED)
-        acc = dot_accumulate(a_odd, w_odd, acc, FP32_DOT, INTERPRETED)
+    for g0 in range(0, full_groups, GROUPS):
+        k = g0 * BLOCK_ELEMENTS + tl.arange(0, BLOCK_K)
+        a = tl.load(act_rows + k[None, :])
+        w = load_mxfp4_tile(expert_blocks, expert_scales, w_row, g0, num_groups, intermediate, blocks_stride_n,
+                            scales_stride_n, BLOCK_N, BLOCK_K, False)
+        acc = dot_accumulate_nt(a, w, acc, FP32_DOT, INTERPRETED)
+    if full_groups < num_groups:
+        k = full_groups * BLOCK_ELEMENTS + tl.arange(0, BLOCK_K)
+        a = tl.load(act_rows + k[None, :], mask=(k < intermediate)[None, :], other=0.0)
+        w = load_mxfp4_tile(expert_blocks, expert_scales, w_row, full_groups, num_groups, intermediate,
+                            blocks_stride_n, scales_stride_n, BLOCK_N, BLOCK_K, True)
+        acc = dot_accumulate_nt(a, w, acc, FP32_DOT, INTERPRETED)
 
-    acc += tl.load(bias_ptr + expert.to(tl.int64) * hidden + feature, mask=feature_ok, other=0.0).to(tl.float32)[None, :]
-    weight = tl.load(routing_weights_ptr + pair, mask=row_ok, other=0.0)
+    acc += tl.load(bias_ptr + expert.to(tl.int64) * hidden + w_row).to(tl.float32)[None, :]
+    weight = tl.load(routing_weights_ptr + pair)
     out = out_ptr + pair.to(tl.int64)[:, None] * hidden + feature[None, :]
     tl.store(out, acc * weight[:, None], mask=row_ok[:, None] & feature_ok[None, :])

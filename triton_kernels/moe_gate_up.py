@@ -2,10 +2,13 @@
 
 Twin of ``mxfp4.reference.moe_gate_up.gate_up_swiglu``. Rows are the (token, slot) pairs sorted by expert; a
 program owns ``BLOCK_M`` rows of one expert (``moe_common.expert_tile``) and ``BLOCK_N`` activation features, i.e.
-the ``2 * BLOCK_N`` interleaved W1 rows ``2j`` (gate) and ``2j + 1`` (up): it keeps a gate and an up accumulator,
-so the pair meets in registers and the epilogue writes ``(up + 1) * gate * sigmoid(alpha * gate)`` directly -- the
-``[rows, 2I]`` pre-activation never reaches memory. MXFP4 weight bytes are decoded to exact float32 in registers
-right before ``tl.dot`` (bf16 for the tensor cores on the hopper / bf16 paths: every MXFP4 value is exact in bf16).
+the ``2 * BLOCK_N`` consecutive interleaved W1 rows ``2j`` (gate) and ``2j + 1`` (up). Each K step decodes that
+``[2 * BLOCK_N, BLOCK_K]`` weight tile once, in natural K order (``moe_common.load_mxfp4_tile``), and issues ONE
+``tl.dot`` against the ``[BLOCK_M, BLOCK_K]`` activations (wgmma on sm_90, mma.sync on sm_80-89); the accumulator's
+columns alternate gate / up, so the epilogue splits them in registers and writes
+``(up + 1) * gate * sigmoid(alpha * gate)`` directly -- the ``[rows, 2I]`` pre-activation never reaches memory.
+MXFP4 values are exact in bf16, so the hopper / bf16 paths' tensor-core operands round only the activations.
+Decode-sized batches use ``moe_gate_up_gemv`` instead.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import triton.language as tl
 
 from mxfp4.dispatch import triton_interpreter_enabled
 
-from .moe_common import cast, dot_accumulate, expert_tile, load_columns_even_odd, load_mxfp4_columns, max_tiles
+from .moe_common import BLOCK_ELEMENTS, cast, swiglu, dot_accumulate_nt, expert_tile, load_mxfp4_tile, max_tiles
 
 
 def gate_up_swiglu(x, sorted_pairs, counts, top_k, w1_blocks, w1_scales, b1, alpha, limit, config, act_dtype):
@@ -80,37 +83,40 @@ def gate_up_swiglu_kernel(
     expert, first_row, rows = expert_tile(counts_ptr, num_experts, tl.program_id(0), BLOCK_M, BLOCK_E)
     if rows <= 0:
         return
-    sorted_row = first_row + tl.arange(0, BLOCK_M)
-    row_ok = tl.arange(0, BLOCK_M) < rows
-    token = tl.load(sorted_pairs_ptr + sorted_row, mask=row_ok, other=0) // top_k
+    local_row = tl.arange(0, BLOCK_M)
+    row_ok = local_row < rows
+    # Rows past the tile's end are clamped onto its last row: every load stays in bounds without a mask (so the
+    # activation loads stay vectorized); their results are never stored.
+    sorted_row = first_row + tl.minimum(local_row, rows - 1)
+    token = tl.load(sorted_pairs_ptr + sorted_row) // top_k
 
     feature = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     feature_ok = feature < intermediate
-    gate_row = 2 * feature
-    up_row = gate_row + 1
+    # W1 rows 2j (gate) and 2j + 1 (up) of this program's features: 2 * BLOCK_N consecutive rows, clamped.
+    w_row = tl.minimum(2 * tl.program_id(1) * BLOCK_N + tl.arange(0, 2 * BLOCK_N), 2 * intermediate - 1)
     expert_blocks = blocks_ptr + expert.to(tl.int64) * blocks_stride_e
     expert_scales = scales_ptr + expert.to(tl.int64) * scales_stride_e
+    x_rows = x_ptr + token.to(tl.int64)[:, None] * stride_xt
 
-    gate = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, hidden, BLOCK_K):
-        byte = k0 // 2 + tl.arange(0, BLOCK_K // 2)
-        x_even, x_odd = load_columns_even_odd(x_ptr, token, row_ok, byte, hidden, stride_xt, stride_xh)
-        g_even, g_odd = load_mxfp4_columns(expert_blocks, expert_scales, gate_row, feature_ok, byte, hidden,
-                                           blocks_stride_n, scales_stride_n)
-        u_even, u_odd = load_mxfp4_columns(expert_blocks, expert_scales, up_row, feature_ok, byte, hidden,
-                                           blocks_stride_n, scales_stride_n)
-        gate = dot_accumulate(x_even, g_even, gate, FP32_DOT, INTERPRETED)
-        gate = dot_accumulate(x_odd, g_odd, gate, FP32_DOT, INTERPRETED)
-        up = dot_accumulate(x_even, u_even, up, FP32_DOT, INTERPRETED)
-        up = dot_accumulate(x_odd, u_odd, up, FP32_DOT, INTERPRETED)
+    GROUPS: tl.constexpr = BLOCK_K // BLOCK_ELEMENTS
+    num_groups = (hidden + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS
+    full_groups = hidden // BLOCK_K * GROUPS  # steps with every element inside H: no masks
+    acc = tl.zeros((BLOCK_M, 2 * BLOCK_N), dtype=tl.float32)
+    for g0 in range(0, full_groups, GROUPS):
+        k = g0 * BLOCK_ELEMENTS + tl.arange(0, BLOCK_K)
+        x = tl.load(x_rows + k[None, :] * stride_xh)
+        w = load_mxfp4_tile(expert_blocks, expert_scales, w_row, g0, num_groups, hidden, blocks_stride_n,
+                            scales_stride_n, 2 * BLOCK_N, BLOCK_K, False)
+        acc = dot_accumulate_nt(x, w, acc, FP32_DOT, INTERPRETED)
+    if full_groups < num_groups:  # the last, partial step
+        k = full_groups * BLOCK_ELEMENTS + tl.arange(0, BLOCK_K)
+        x = tl.load(x_rows + k[None, :] * stride_xh, mask=(k < hidden)[None, :], other=0.0)
+        w = load_mxfp4_tile(expert_blocks, expert_scales, w_row, full_groups, num_groups, hidden, blocks_stride_n,
+                            scales_stride_n, 2 * BLOCK_N, BLOCK_K, True)
+        acc = dot_accumulate_nt(x, w, acc, FP32_DOT, INTERPRETED)
 
-    bias = bias_ptr + expert.to(tl.int64) * (2 * intermediate)
-    gate += tl.load(bias + gate_row, mask=feature_ok, other=0.0).to(tl.float32)[None, :]
-    up += tl.load(bias + up_row, mask=feature_ok, other=0.0).to(tl.float32)[None, :]
-    # GPT-OSS clamps: gate from above only, up on both sides. Written as selects so NaN propagates as in torch.
-    gate = tl.where(gate > limit, limit, gate)
-    up = tl.where(up > limit, limit, tl.where(up < -limit, -limit, up))
-    act = (up + 1.0) * (gate / (1.0 + tl.exp(-alpha * gate)))
+    acc += tl.load(bias_ptr + expert.to(tl.int64) * (2 * intermediate) + w_row).to(tl.float32)[None, :]
+    gate, up = tl.split(tl.reshape(acc, [BLOCK_M, BLOCK_N, 2]))
+    act = swiglu(gate, up, alpha, limit)
     out = act_ptr + sorted_row.to(tl.int64)[:, None] * intermediate + feature[None, :]
     tl.store(out, cast(act, act_ptr.dtype.element_ty, INTERPRETED), mask=row_ok[:, None] & feature_ok[None, :])
