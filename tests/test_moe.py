@@ -25,7 +25,7 @@ TRITON_BACKENDS = ("hopper", "bf16", "fp32")
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
-from mxfp4.triton_kernels.moe_common import decode_e2m1_byte, scale_factor  # noqa: E402
+from mxfp4.triton_kernels.moe_common import decode_e2m1_byte, e2m1_high, e2m1_low, scale_factor, sign_extend  # noqa: E402
 from mxfp4.triton_kernels.mx import decode_mxfp4, unpack_high, unpack_low  # noqa: E402
 
 ALL_BACKENDS = ("torch",) + TRITON_BACKENDS
@@ -268,21 +268,28 @@ def both_decodes_kernel(out_ptr):
     tl.store(out_ptr + 65536 + offsets, high)
     tl.store(out_ptr + 2 * 65536 + offsets, decode_mxfp4(unpack_low(byte), scale))
     tl.store(out_ptr + 3 * 65536 + offsets, decode_mxfp4(unpack_high(byte), scale))
+    # The GEMMs' hot-loop decode: from the sign-extended byte, scale applied afterwards (as the tiles do).
+    byte_i32 = sign_extend(byte.to(tl.uint8))
+    tl.store(out_ptr + 4 * 65536 + offsets, e2m1_low(byte_i32) * scale_factor(scale))
+    tl.store(out_ptr + 5 * 65536 + offsets, e2m1_high(byte_i32) * scale_factor(scale))
 
 
 @TRITON_ONLY
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # mx.decode_mxfp4 on scale 255
 def test_lean_decode_is_bit_identical_to_mx_decode(device):
-    """moe_common.decode_e2m1_byte(scale_factor) == mx.decode_mxfp4 on all 256 bytes x 256 scale bytes, bitwise."""
-    out = torch.empty(4, 256, 256, dtype=torch.float32, device=device)
+    """The moe_common decodes (decode_e2m1_byte, and e2m1_low/high of the sign-extended byte times scale_factor)
+    equal mx.decode_mxfp4 on all 256 bytes x 256 scale bytes, bitwise."""
+    out = torch.empty(6, 256, 256, dtype=torch.float32, device=device)
     both_decodes_kernel[(1,)](out)
-    lean, reference_decode = out[:2].cpu(), out[2:].cpu()
-    same = (lean.view(torch.int32) == reference_decode.view(torch.int32)) | (lean.isnan() & reference_decode.isnan())
-    if not same.all():
-        nibble, byte, scale = same.logical_not().nonzero()[0].tolist()
-        raise AssertionError(f"byte {byte:#04x} ({'high' if nibble else 'low'} nibble), scale {scale}: lean decode "
-                             f"{lean[nibble, byte, scale].item()!r} != mx.decode_mxfp4 {reference_decode[nibble, byte, scale].item()!r}")
-    assert lean[:, :, 255].isnan().all() and not lean[:, :, :255].isnan().any()
+    reference_decode = out[2:4].cpu()
+    for name, lean in (("decode_e2m1_byte", out[:2].cpu()), ("e2m1_low/high(sign_extend)", out[4:6].cpu())):
+        same = (lean.view(torch.int32) == reference_decode.view(torch.int32)) | (lean.isnan() & reference_decode.isnan())
+        if not same.all():
+            nibble, byte, scale = same.logical_not().nonzero()[0].tolist()
+            raise AssertionError(f"{name}: byte {byte:#04x} ({'high' if nibble else 'low'} nibble), scale {scale}: "
+                                 f"{lean[nibble, byte, scale].item()!r} != mx.decode_mxfp4 "
+                                 f"{reference_decode[nibble, byte, scale].item()!r}")
+        assert lean[:, :, 255].isnan().all() and not lean[:, :, :255].isnan().any(), name
 
 
 @TRITON_ONLY
@@ -380,6 +387,7 @@ GEMM_CASES = [  # (tokens, hidden, intermediate, experts, top_k): decode (P <= 6
     pytest.param(3, 64, 32, 4, 2, id="decode-T3-E4-k2"),
     pytest.param(5, 100, 63, 6, 3, id="decode-H100-I63-partial-blocks"),
     pytest.param(40, 96, 40, 5, 2, id="prefill-T40-I40"),
+    pytest.param(40, 300, 260, 3, 2, id="prefill-H300-I260-whole-K-steps-and-tail"),
 ]
 
 
@@ -427,6 +435,73 @@ def test_down_kernel_matches_twin(rng, device, poison, backend, tokens, hidden, 
     # The activations are already bf16 on the tensor-core paths, so only accumulation order differs: tight bound.
     scale = float(np.abs(expected).max())
     assert_close(got, expected, 1e-5, 1e-5 * scale, what=f"down x weight {backend}")
+
+
+GEMV_CASES = [  # (tokens, hidden, intermediate, experts, top_k, block_g): whole steps + a partial tail step
+    pytest.param(1, 160, 96, 4, 4, 2, id="T1-E4-k4-H160-I96-G2"),
+    pytest.param(3, 100, 63, 5, 3, 2, id="T3-k3-H100-I63-partial-blocks-G2"),
+    pytest.param(2, 64, 40, 3, 3, 16, id="T2-k3-tail-only-G16"),
+]
+
+
+def _pair_experts(rng, tokens, experts, top_k):
+    """Random routing [T, k] (distinct experts per token) and its stable sort by expert (counts, sorted pairs)."""
+    ids = np.stack([rng.choice(experts, top_k, replace=False) for _ in range(tokens)])
+    counts = np.bincount(ids.reshape(-1), minlength=experts)
+    sorted_pairs = np.argsort(ids.reshape(-1), kind="stable")
+    return ids, counts, sorted_pairs
+
+
+@TRITON_ONLY
+@pytest.mark.parametrize("tokens,hidden,intermediate,experts,top_k,block_g", GEMV_CASES)
+def test_gate_up_gemv_matches_twin(rng, device, poison, tokens, hidden, intermediate, experts, top_k, block_g):
+    """The decode GEMV: float32 FMAs on every path, rows in pair order (t * k + slot)."""
+    from mxfp4.reference.moe_gate_up import gate_up_swiglu as twin
+    from mxfp4.triton_kernels.moe import GemvConfig
+    from mxfp4.triton_kernels.moe_gate_up_gemv import gate_up_swiglu_gemv
+
+    layer = Layer(rng, tokens, hidden, intermediate, experts, x_scale=3.0)  # large enough to hit the clamps
+    ids, counts, sorted_pairs = _pair_experts(rng, tokens, experts, top_k)
+    x, _, _, w1, b1, _, _ = layer.args(device)
+    config = GemvConfig(block_n=4, block_g=block_g, num_warps=4)
+    ids_t = torch.from_numpy(ids.astype(np.int32)).to(device)
+    got = gate_up_swiglu_gemv(x, ids_t, w1.blocks, w1.scales, b1, 1.702, 7.0, config, torch.float32)
+    assert got.dtype == torch.float32 and got.shape == (tokens * top_k, intermediate)
+    n = layer.np
+    expected_sorted = twin(n["x"], sorted_pairs, counts, top_k, n["w1_blocks"], n["w1_scales"], n["b1"])
+    expected = np.empty_like(expected_sorted)
+    expected[sorted_pairs] = expected_sorted  # sorted row r holds pair sorted_pairs[r]
+    scale = float(np.abs(expected).max())
+    assert_close(got, expected, 1e-5, 1e-5 * scale, what="gate_up GEMV + SwiGLU")
+
+
+@TRITON_ONLY
+@pytest.mark.parametrize("out_dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("tokens,hidden,intermediate,experts,top_k,block_g", GEMV_CASES)
+def test_down_combine_gemv_matches_twins(rng, device, poison, out_dtype, tokens, hidden, intermediate, experts,
+                                         top_k, block_g):
+    """The decode GEMV with the combine fused: down, routing weight and the slot-order sum, one rounding."""
+    from mxfp4.reference.moe_combine import combine as combine_twin
+    from mxfp4.reference.moe_down import down as down_twin
+    from mxfp4.triton_kernels.moe import GemvConfig
+    from mxfp4.triton_kernels.moe_down_gemv import down_combine_gemv
+
+    layer = Layer(rng, tokens, hidden, intermediate, experts)
+    ids, counts, sorted_pairs = _pair_experts(rng, tokens, experts, top_k)
+    act = torch.from_numpy(rng.standard_normal((tokens * top_k, intermediate))).to(device=device, dtype=torch.bfloat16)
+    weights = torch.from_numpy(rng.random((tokens, top_k))).float().to(device)
+    _, _, _, _, _, w2, b2 = layer.args(device)
+    config = GemvConfig(block_n=4, block_g=block_g, num_warps=4)
+    ids_t = torch.from_numpy(ids.astype(np.int32)).to(device)
+    got = down_combine_gemv(act, ids_t, weights, w2.blocks, w2.scales, b2, config, out_dtype)
+    assert got.dtype == out_dtype and got.shape == (tokens, hidden)
+    contributions = down_twin(act.double().cpu().numpy()[sorted_pairs], sorted_pairs, counts,
+                              weights.double().cpu().numpy(), layer.np["w2_blocks"], layer.np["w2_scales"],
+                              b2.double().cpu().numpy())
+    expected = combine_twin(contributions, top_k)
+    scale = float(np.abs(expected).max())
+    rtol = 1e-5 if out_dtype == torch.float32 else 1e-2
+    assert_close(got, expected, rtol, rtol * scale, what=f"down GEMV + combine -> {out_dtype}")
 
 
 @TRITON_ONLY

@@ -1,12 +1,13 @@
-"""Pieces shared by the MoE kernels: the tile -> expert map of the grouped GEMMs, the MXFP4 operand load and
-decode, the bf16 dot, grid sizes.
+"""Pieces shared by the MoE kernels: the tile -> expert map of the grouped GEMMs, the MXFP4 decodes (the weight
+tile of a tensor-core step, the block sums of a GEMV step), SwiGLU, the bf16 dot, grid sizes.
 
-Not a kernel: host helpers and ``@triton.jit`` device functions that the grouped GEMM kernels inline.
+Not a kernel: host helpers and ``@triton.jit`` device functions that the MoE kernels inline.
 
-MXFP4 decode. The GEMMs' inner loop decodes every weight element (at prefill, once per row tile), so its integer
-work bounds them. ``decode_e2m1_byte`` + ``scale_factor`` give exactly the values of ``mx.decode_mxfp4``
-(tests/test_moe.py checks all 256 bytes x 256 scale bytes bitwise) with ~10 operations per element instead of ~27:
-the E2M1 bits are placed straight into a float32 and the scale byte is used as float32's exponent field.
+MXFP4 decode. The inner loops decode every weight element (at prefill, once per row tile), so their integer
+work bounds them. ``e2m1_low`` / ``e2m1_high`` (from the sign-extended byte) and ``decode_e2m1_byte`` place the
+E2M1 bits straight into a float32 and ``scale_factor`` uses the scale byte as float32's exponent field: exactly
+the values of ``mx.decode_mxfp4`` (tests/test_moe.py checks all 256 bytes x 256 scale bytes bitwise) at ~4
+operations per element instead of ~27.
 
 Grouped GEMM schedule. Rows are the (token, slot) pairs sorted by expert (``moe_sort``): expert e owns sorted rows
 ``[offset[e], offset[e] + count[e])``. Its rows are cut into ``ceil(count[e] / BLOCK_M)`` tiles, and the tiles of all
