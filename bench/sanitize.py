@@ -1,7 +1,8 @@
 """One small run of every kernel on every forced Triton path, for `compute-sanitizer --tool memcheck`.
 
 Odd shapes and partial last blocks, so any load or store past an extent shows up as an invalid access.
-Run by bench/gpu.sh:  compute-sanitizer --tool memcheck --error-exitcode 9 python3 bench/sanitize.py
+Run by bench/gpu.sh:  compute-sanitizer --tool memcheck --error-exitcode 9 python3 bench/sanitize.py [--only-moe]
+(MoE: T = 70 tokens take the tiled schedule, T = 1 and 9 the GEMV decode schedule.)
 """
 
 import sys
@@ -14,7 +15,7 @@ BACKENDS = ("hopper", "bf16", "fp32")
 ACTIVATION_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
-def run_kernels(backend: str) -> None:
+def run_dense(backend: str) -> None:
     gen = torch.Generator(device="cuda").manual_seed(0)
     for shape, axis in (((63, 100), -1), ((5, 7, 33), 1), ((3, 2881), -1)):
         for dtype in ACTIVATION_DTYPES:
@@ -28,17 +29,17 @@ def run_kernels(backend: str) -> None:
         for dtype in ACTIVATION_DTYPES:
             a = torch.randn(m, k, generator=gen, device="cuda").to(dtype)
             mxfp4.matmul(a, w, bias, backend=backend)
-    try:
-        moe = mxfp4.moe
-    except (AttributeError, ImportError):
-        return
+
+
+def run_moe(backend: str) -> None:
+    gen = torch.Generator(device="cuda").manual_seed(1)
     e, h, i, t, top_k = 5, 96, 67, 9, 2
     w1 = mxfp4.quantize(torch.randn(e, 2 * i, h, generator=gen, device="cuda"), backend=backend)
     w2 = mxfp4.quantize(torch.randn(e, h, i, generator=gen, device="cuda"), backend=backend)
-    for dtype in ACTIVATION_DTYPES:
-        x = torch.randn(t, h, generator=gen, device="cuda").to(dtype)
+    for dtype, tokens in ((torch.bfloat16, t), (torch.float16, 1), (torch.float32, 70)):
+        x = torch.randn(tokens, h, generator=gen, device="cuda").to(dtype)
         router_w = torch.randn(e, h, generator=gen, device="cuda").to(dtype)
-        moe(
+        mxfp4.moe(
             x, router_w, torch.randn(e, generator=gen, device="cuda").to(dtype), w1,
             torch.randn(e, 2 * i, generator=gen, device="cuda").to(dtype), w2,
             torch.randn(e, h, generator=gen, device="cuda").to(dtype), top_k, backend=backend,
@@ -46,8 +47,11 @@ def run_kernels(backend: str) -> None:
 
 
 def main() -> int:
+    only_moe = sys.argv[1:] == ["--only-moe"]
     for backend in BACKENDS:
-        run_kernels(backend)
+        if not only_moe:
+            run_dense(backend)
+        run_moe(backend)
         torch.cuda.synchronize()
         print(f"sanitize: {backend} path ran", flush=True)
     return 0
