@@ -4,10 +4,12 @@ It measures the device's ceilings first, then every case against them and agains
 
 * ceilings: copy bandwidth (``dst.copy_(src)`` on a buffer far bigger than the caches, bytes read + written) and
   matmul peak (bf16 ``8192^3`` on a GPU; fp32 and bf16 ``2048^3`` on a CPU, the faster one is the CPU's roof);
-* ``quantize``: ``mxfp4.quantize`` of a bf16 weight in every scale mode. Baseline on a CPU: the obvious NumPy path
-  (scale by the block exponent, round with ``ml_dtypes.float4_e2m1fn``, pack);
-* ``dequantize``: GPT-OSS expert tensors ``[E, N, G, 16]`` -> bf16. Baseline on a CPU: transformers'
-  ``convert_moe_packed_tensors`` (which also transposes to ``[E, in, out]``; the row ``torch+T`` does that too);
+* ``quantize``: ``mxfp4.quantize`` of a bf16 weight in every scale mode (>= 256 MiB on a GPU). Baseline on a
+  CPU: the obvious NumPy path (scale by the block exponent, round with ``ml_dtypes.float4_e2m1fn``, pack); on a
+  GPU: the torch path;
+* ``dequantize``: GPT-OSS expert tensors ``[E, N, G, 16]`` -> bf16. Baselines: transformers'
+  ``convert_moe_packed_tensors`` (which also transposes to ``[E, in, out]``; on a CPU a ``+ transpose`` row does
+  that too), and on a GPU the torch path;
 * ``matmul``: ``mxfp4.matmul`` for M in (1, 16, 256, [2048,] 4096) on GPT-OSS and Llama-70B-like shapes, for every
   path that can run; baselines: torch's bf16 matmul on the same shape and the naive dequantize-then-matmul.
 
@@ -15,8 +17,9 @@ Every case prints one row: op, shape, path, time, achieved GB/s (bytes read + wr
 of the roofline (``min(peak, intensity * bandwidth)``), and the speed-up over the baselines. ``--json`` writes
 everything (with the machine and the command), ``--png`` draws the roofline. GPU times are medians of
 ``triton.testing.do_bench`` (CUDA events, L2 flushed between runs); CPU times are medians of wall-clock runs after
-warm-up (one-time ``torch.compile`` cost reported separately). Triton paths never run on a CPU here: interpreted
-kernels are not timings.
+warm-up, with each case's baseline and competitors alternating run by run so that they share the machine's load
+(best runs are kept in the JSON too; the one-time ``torch.compile`` cost is reported separately). Triton paths
+never run on a CPU here: interpreted kernels are not timings.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import functools
 import json
 import math
 import os
@@ -121,12 +125,42 @@ def time_gpu(fn) -> float:
     return do_bench(fn, warmup=25, rep=100, return_mode="median") / 1e3
 
 
-def timer(device: torch.device, quick: bool, tiny: bool = False):
-    if device.type == "cuda":
-        return time_gpu
-    if tiny:
-        return lambda fn: time_cpu(fn, min_seconds=0.0, min_runs=1)
-    return lambda fn: time_cpu(fn, min_seconds=0.2 if quick else 1.0)
+def time_cpu_group(fns: dict, *, min_seconds: float = 1.0, min_runs: int = 3, max_runs: int = 50) -> dict:
+    """Like :func:`time_cpu` for several functions measured in alternation (one run of each per round).
+
+    On a shared machine the load drifts; interleaving gives a baseline and its competitors the same conditions, so
+    their ratio is fair even when absolute times are not.
+    """
+    for fn in fns.values():
+        fn()
+        fn()
+    times: dict = {name: [] for name in fns}
+    started = time.perf_counter()
+    while True:
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+        rounds = len(next(iter(times.values())))
+        if rounds >= max_runs or (rounds >= min_runs and time.perf_counter() - started >= min_seconds * len(fns)):
+            break
+    return {name: Timing(statistics.median(t), min(t)) for name, t in times.items()}
+
+
+class Timer:
+    """Times functions on ``device``: CUDA events (do_bench) on a GPU, interleaved wall-clock runs on a CPU."""
+
+    def __init__(self, device: torch.device, quick: bool, tiny: bool = False):
+        self.gpu = device.type == "cuda"
+        self.options = {"min_seconds": 0.0, "min_runs": 1} if tiny else {"min_seconds": 0.2 if quick else 1.0}
+
+    def __call__(self, fn) -> float:
+        return time_gpu(fn) if self.gpu else time_cpu(fn, **self.options)
+
+    def group(self, fns: dict) -> dict:
+        if self.gpu:
+            return {name: time_gpu(fn) for name, fn in fns.items()}
+        return time_cpu_group(fns, **self.options)
 
 
 # =================================================================================================================
@@ -134,11 +168,11 @@ def timer(device: torch.device, quick: bool, tiny: bool = False):
 # =================================================================================================================
 def measure_ceilings(device: torch.device, quick: bool, tiny: bool = False) -> dict:
     """Copy bandwidth (GB/s, read + write) and matmul peak (TFLOP/s) of ``device``, on buffers beyond the caches."""
-    measure = timer(device, quick, tiny)
+    measure = Timer(device, quick, tiny)
     copy_bytes = (16 << 20) if tiny else (256 << 20) if device.type == "cpu" or quick else (1 << 30)
     src = torch.empty(copy_bytes, dtype=torch.uint8, device=device).random_()
     dst = torch.empty_like(src)
-    copy_seconds = measure(lambda: dst.copy_(src))
+    copy_seconds = measure(functools.partial(dst.copy_, src))
     del src, dst
     ceilings = {"copy_gbps": 2 * copy_bytes / copy_seconds / 1e9, "copy_buffer_bytes": copy_bytes}
     if device.type == "cuda":
@@ -281,20 +315,19 @@ def quantize_cases(device, args, measure) -> list[Row]:
         mode_rows = []
         if not args.triton:
             baseline_fn = lambda: quantize_ml_dtypes(x, mode)  # noqa: E731
-            base = Row("quantize", label, f"ml_dtypes ({mode})", measure(baseline_fn), moved, baseline=True)
-            mode_rows.append(base)
             compiled = _with_compile_policy("always", lambda: mxfp4.quantize(x, scale_mode=mode, backend="torch"))
+            eager = _with_compile_policy("never", lambda: mxfp4.quantize(x, scale_mode=mode, backend="torch"))
             first = _first_call_seconds(compiled)
-            row = Row("quantize", label, f"torch compiled ({mode})", measure(compiled), moved,
+            times = measure.group({"baseline": baseline_fn, "compiled": compiled, "eager": eager})
+            base = Row("quantize", label, f"ml_dtypes ({mode})", times["baseline"], moved, baseline=True)
+            row = Row("quantize", label, f"torch compiled ({mode})", times["compiled"], moved,
                       note=f"first call {first:.1f} s (compile)")
             q = compiled()
             if mode != "mse":  # the obvious path and ours must produce the same bytes (MSE: float32 sums may tie-break)
                 expected_blocks, expected_scales = baseline_fn()
                 same = np.array_equal(q.blocks.numpy(), expected_blocks) and np.array_equal(q.scales.numpy(), expected_scales)
                 row.note += "; bytes == baseline" if same else "; BYTES DIFFER FROM BASELINE"
-            mode_rows.append(row)
-            eager = _with_compile_policy("never", lambda: mxfp4.quantize(x, scale_mode=mode, backend="torch"))
-            mode_rows.append(Row("quantize", label, f"torch eager ({mode})", measure(eager), moved))
+            mode_rows = [base, row, Row("quantize", label, f"torch eager ({mode})", times["eager"], moved)]
             for row in mode_rows[1:]:
                 row.compare("ml_dtypes", base)
         else:  # the torch path (eager on a GPU) is the baseline the Triton paths are compared with
@@ -330,20 +363,20 @@ def dequantize_cases(device, args, measure) -> list[Row]:
         from transformers.integrations.mxfp4 import convert_moe_packed_tensors
 
         baseline_fn = lambda: convert_moe_packed_tensors(q.blocks, q.scales, dtype=torch.bfloat16)  # noqa: E731
-        base = Row("dequantize", label, "transformers convert_moe_packed_tensors", measure(baseline_fn), moved,
-                   baseline=True, note="output [E, in, out] (transposed)")
-        rows.append(base)
         compiled = _with_compile_policy("always", lambda: mxfp4.dequantize(q, torch.bfloat16, backend="torch"))
+        transposed = lambda: compiled().transpose(1, 2).contiguous()  # noqa: E731
+        eager = _with_compile_policy("never", lambda: mxfp4.dequantize(q, torch.bfloat16, backend="torch"))
         first = _first_call_seconds(compiled)
-        row = Row("dequantize", label, "torch compiled", measure(compiled), moved, note=f"first call {first:.1f} s (compile)")
+        times = measure.group({"baseline": baseline_fn, "compiled": compiled, "transposed": transposed, "eager": eager})
+        base = Row("dequantize", label, "transformers convert_moe_packed_tensors", times["baseline"], moved,
+                   baseline=True, note="output [E, in, out] (transposed)")
+        row = Row("dequantize", label, "torch compiled", times["compiled"], moved, note=f"first call {first:.1f} s (compile)")
         same = torch.equal(compiled().view(torch.int16), baseline_fn().transpose(1, 2).view(torch.int16))
         row.note += "; bits == transformers" if same else "; BITS DIFFER FROM TRANSFORMERS"
-        rows.append(row)
-        transposed = lambda: compiled().transpose(1, 2).contiguous()  # noqa: E731
-        rows.append(Row("dequantize", label, "torch compiled + transpose to [E, in, out]", measure(transposed), moved,
-                        note="same output layout as the baseline"))
-        eager = _with_compile_policy("never", lambda: mxfp4.dequantize(q, torch.bfloat16, backend="torch"))
-        rows.append(Row("dequantize", label, "torch eager", measure(eager), moved))
+        rows += [base, row,
+                 Row("dequantize", label, "torch compiled + transpose to [E, in, out]", times["transposed"], moved,
+                     note="same output layout as the baseline"),
+                 Row("dequantize", label, "torch eager", times["eager"], moved)]
         for row in rows[1:]:
             row.compare("transformers", base)
     else:
@@ -381,15 +414,18 @@ def matmul_cases(device, args, measure) -> list[Row]:
             label = f"M={m} N={n} K={k}"
             flops = 2 * m * n * k
             io = 2 * m * k + 2 * m * n
-            base = Row("matmul", label, "torch bf16 matmul", measure(lambda: a @ w_bf16.T), io + 2 * n * k, flops, baseline=True)
-            naive = Row("matmul", label, "naive dequantize + matmul",
-                        measure(lambda: a @ dequantize_naive(w.blocks, w.scales, torch.bfloat16).T),
-                        io + n * k * MXFP4_BYTES_PER_ELEMENT, flops, baseline=True)
-            case_rows = [base, naive]
+            fns = {"torch bf16 matmul": lambda: a @ w_bf16.T,
+                   "naive dequantize + matmul": lambda: a @ dequantize_naive(w.blocks, w.scales, torch.bfloat16).T}
             paths = _gpu_paths(args, device) + ["torch"] if args.triton else ["torch"]
             for path in paths:
-                fn = lambda path=path: mxfp4.matmul(a, w, backend=path)  # noqa: E731
-                row = Row("matmul", label, path, measure(fn), io + n * k * MXFP4_BYTES_PER_ELEMENT, flops, note=args.note)
+                fns[path] = lambda path=path: mxfp4.matmul(a, w, backend=path)  # noqa: E731
+            times = measure.group(fns)
+            base = Row("matmul", label, "torch bf16 matmul", times["torch bf16 matmul"], io + 2 * n * k, flops, baseline=True)
+            naive = Row("matmul", label, "naive dequantize + matmul", times["naive dequantize + matmul"],
+                        io + n * k * MXFP4_BYTES_PER_ELEMENT, flops, baseline=True)
+            case_rows = [base, naive]
+            for path in paths:
+                row = Row("matmul", label, path, times[path], io + n * k * MXFP4_BYTES_PER_ELEMENT, flops, note=args.note)
                 row.compare("torch bf16", base)
                 row.compare("naive", naive)
                 case_rows.append(row)
@@ -605,7 +641,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> dict:
     device = args.device
-    measure = timer(device, args.quick, args.tiny)
+    measure = Timer(device, args.quick, args.tiny)
     started = time.time()
     ceilings = measure_ceilings(device, args.quick, args.tiny)
     rows: list[Row] = []

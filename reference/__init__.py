@@ -6,14 +6,8 @@ Every kernel in ``mxfp4.triton_kernels`` has a twin here with the same name.
 
 from .dequantize import dequantize
 from .matmul import matmul
+from .moe import moe
 from .pack import pack, unpack
 from .quantize import quantize, round_to_e2m1, shared_exponent
 
-__all__ = ["quantize", "dequantize", "pack", "unpack", "matmul", "round_to_e2m1", "shared_exponent"]
-
-try:  # the MoE reference lands with the MoE issue
-    from .moe import moe  # noqa: F401
-
-    __all__.append("moe")
-except ImportError:  # pragma: no cover
-    pass
+__all__ = ["quantize", "dequantize", "pack", "unpack", "matmul", "moe", "round_to_e2m1", "shared_exponent"]

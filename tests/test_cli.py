@@ -23,7 +23,6 @@ from mxfp4.testing import assert_bitwise_equal
 
 EXPERTS_GATE_UP = "model.layers.0.mlp.experts.gate_up_proj"
 EXPERTS_DOWN = "model.layers.0.mlp.experts.down_proj"
-REPO = Path(__file__).resolve().parents[1]
 
 
 def run(*args: str) -> int:
