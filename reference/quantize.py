@@ -50,12 +50,25 @@ def _floor_log2(amax: np.ndarray) -> np.ndarray:
     return exponent.astype(np.int64) - 1
 
 
-def _squared_error(blocks: np.ndarray, exponent: np.ndarray) -> np.ndarray:
+def _grid_values(blocks: np.ndarray, exponent: np.ndarray) -> np.ndarray:
+    """The E2M1 grid values (float64, exact) that ``blocks`` round to under the shared exponent ``exponent``."""
     codes = round_to_e2m1(np.ldexp(blocks, -exponent[..., None]))
     values = np.asarray(E2M1_MAGNITUDES)[codes & E2M1_MAGNITUDE_MASK] * np.where(codes & E2M1_SIGN_BIT, -1.0, 1.0)
-    # float64 input beyond ~2**511 overflows the square; both candidates are then clamped to 2**127 anyway.
-    with np.errstate(over="ignore"):
-        return np.sum((blocks - np.ldexp(values, exponent[..., None])) ** 2, axis=-1)
+    return np.ldexp(values, exponent[..., None])
+
+
+def _high_has_smaller_error(blocks: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Whether exponent ``high`` gives a strictly smaller squared error than ``low``, decided exactly.
+
+    ``sum((x - L)^2) - sum((x - H)^2) = sum((H - L) * (2x - L - H))``. For float16/bfloat16/float32 input every term
+    is exact in float64 and so is their sum (terms are zero unless |x| reaches a quarter of the low grid step, which
+    bounds their span to ~40 bits), so an exact tie stays a tie -- summing the two squared errors separately would
+    absorb a tiny element differently in each sum and break it.
+    """
+    lo, hi = _grid_values(blocks, low), _grid_values(blocks, high)
+    with np.errstate(over="ignore", invalid="ignore"):  # float64 input near 2**1023; both candidates clamp anyway
+        gain = np.sum((hi - lo) * (2 * blocks - lo - hi), axis=-1)
+    return gain > 0
 
 
 def shared_exponent(blocks: np.ndarray, scale_mode: ScaleMode | str = ScaleMode.FLOOR) -> np.ndarray:
@@ -79,7 +92,7 @@ def shared_exponent(blocks: np.ndarray, scale_mode: ScaleMode | str = ScaleMode.
     else:  # MSE
         low = np.clip(floor_rule, E8M0_MIN_EXPONENT, E8M0_MAX_EXPONENT)
         high = np.clip(floor_rule + 1, E8M0_MIN_EXPONENT, E8M0_MAX_EXPONENT)
-        exponent = np.where(_squared_error(blocks, high) < _squared_error(blocks, low), high, low)
+        exponent = np.where(_high_has_smaller_error(blocks, low, high), high, low)
     exponent = np.clip(exponent, E8M0_MIN_EXPONENT, E8M0_MAX_EXPONENT)
     return np.where(nonzero, exponent, E8M0_MIN_EXPONENT)
 

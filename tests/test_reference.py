@@ -486,3 +486,25 @@ def test_assert_within_format_bound_catches_a_wrong_code():
     assert_within_format_bound(saturating, ceil_blocks, ceil_scales, scale_mode="ceil")
     with pytest.raises(AssertionError, match=r"'floor' rule; first at block \(0, 0\): amax 7.75, scale byte 128"):
         assert_within_format_bound(saturating, ceil_blocks, ceil_scales, scale_mode="floor")
+
+
+def test_mse_exact_tie_goes_to_floor():
+    """A block whose two MSE candidates tie exactly (checked with rationals) must keep FLOOR: byte 127.
+
+    The tiny element 1.5 * 2^-26 is absorbed differently by two separately rounded float64 sums of squares, which
+    would turn the tie into a win for FLOOR + 1; the reference decides on the exact difference instead.
+    """
+    from fractions import Fraction
+
+    from mxfp4.spec import E2M1_VALUES
+
+    block = [7.5, 7.0, 4.0, -1.0, -2.0, 0.5, 0.75, 0.5, 1.25, 1.75, -1.25, -1.25, -0.75, 0.5, 0.75, -0.5, -7.0, -1.75,
+             1.5 * 2.0**-26, 0.5, -0.5, 5.0, -0.5, -1.5, 3.0, -2.0, -3.0, 1.25, -0.75, -1.0, 1.25, 3.5]
+
+    def exact_error(exponent):
+        codes = reference.round_to_e2m1(np.ldexp(np.array(block), -exponent))
+        return sum((Fraction(v) - Fraction(E2M1_VALUES[c]) * Fraction(2) ** exponent) ** 2 for v, c in zip(block, codes))
+
+    assert exact_error(0) == exact_error(1), "the golden block must be an exact tie"
+    _, scales = reference.quantize(np.array([block], dtype=np.float32), scale_mode="mse")
+    assert scales.tolist() == [[127]], f"an exact tie must keep the FLOOR exponent (byte 127), got {scales.tolist()}"
