@@ -28,6 +28,7 @@ from mxfp4.dispatch import Backend
 from mxfp4.spec import BLOCK_SIZE, BYTES_PER_BLOCK, E8M0_BIAS, E8M0_NAN, num_blocks
 from mxfp4.triton_kernels import matmul as matmul_module
 from mxfp4.triton_kernels.matmul import matmul
+from mxfp4.triton_kernels import mx
 from mxfp4.triton_kernels.mx import decode_mxfp4
 
 DEVICE = "cuda" if HAS_CUDA else "cpu"  # for hypothesis tests, which cannot take function-scoped fixtures
@@ -116,8 +117,8 @@ def run(a, blocks, scales, bias, backend, schedule, device, *, poison=True):
 def _decode_all_bytes(low_ptr, high_ptr, ref_low_ptr, ref_high_ptr, scale_ptr, ref_scale_ptr):
     byte = tl.arange(0, 256)
     packed = byte.to(tl.int8).to(tl.int32)  # sign-extended, as the kernels read packed bytes
-    tl.store(low_ptr + byte, matmul_module._e2m1_low(packed))
-    tl.store(high_ptr + byte, matmul_module._e2m1_high(packed))
+    tl.store(low_ptr + byte, mx.e2m1_low(packed))
+    tl.store(high_ptr + byte, mx.e2m1_high(packed))
     unit = tl.full([256], 127, tl.int32)  # scale 2**0: the E2M1 value itself
     tl.store(ref_low_ptr + byte, decode_mxfp4(byte & 15, unit))
     tl.store(ref_high_ptr + byte, decode_mxfp4(byte >> 4, unit))

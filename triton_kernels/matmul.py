@@ -43,50 +43,21 @@ import triton
 import triton.language as tl
 
 from mxfp4.dispatch import Backend, BackendUnavailableError, triton_interpreter_enabled
-from mxfp4.spec import BLOCK_SIZE, BYTES_PER_BLOCK, E8M0_BIAS, NIBBLE_BITS, num_blocks
+from mxfp4.spec import BLOCK_SIZE, BYTES_PER_BLOCK, E8M0_BIAS, num_blocks
 
-from .mx import decode_mxfp4
+from .mx import decode_mxfp4, e2m1_high, e2m1_low
 
 __all__ = ["matmul", "compile_specs", "GemvConfig", "TileConfig", "choose_plan"]
 
-# --- the E2M1 bit decode used in the hot loops -------------------------------------------------------------------
-# mx.decode_mxfp4 costs ~16 integer ops and an int->float conversion per element; at decode-sized M the GEMV is
-# memory-bound only if decoding costs about as much as the load (H100: ~24 elements/clock/SM at 3 TB/s, i.e. ~5
-# issue slots per element, integer ops at half rate). So the packed byte is turned into float32 bits directly: the
-# E2M1 magnitude (e1 e0 m) lands on float32 bits 24..22 (the low two exponent bits and the top mantissa bit) and the
-# sign on bit 31. That float32 is the E2M1 value times 2**-126 -- exactly, also for e = 0, which lands in float32's
-# subnormal range (m * 2**-127 = 0.5 * 2**-126 * m) -- and one exact multiply by 2**126 restores it. Three integer
-# ops for the low nibble, two for the high nibble (its sign is bit 7 of the sign-extended byte), one multiply each.
-# tests/test_triton_matmul.py checks it against mx.decode_mxfp4 for every byte. The scale (once per block) still
-# goes through mx.decode_mxfp4, so byte 0 is 2**-127 and byte 255 is NaN exactly as everywhere else.
-E2M1_MANTISSA_SHIFT = 22  # float32 mantissa bits (23) - E2M1 mantissa bits (1)
-E2M1_HIGH_SHIFT = E2M1_MANTISSA_SHIFT - NIBBLE_BITS
-LOW_NIBBLE_TO_TOP = 32 - NIBBLE_BITS  # moves the low nibble's sign bit onto the float32 sign bit
-SIGN_TO_MAGNITUDE = LOW_NIBBLE_TO_TOP - E2M1_MANTISSA_SHIFT
-_E2M1_BITS = tl.constexpr((1 << 31 | 0b111 << E2M1_MANTISSA_SHIFT) - (1 << 32))  # 0x81C00000 as an int32
-_E2M1_LOW_TO_TOP = tl.constexpr(LOW_NIBBLE_TO_TOP)
-_E2M1_SIGN_TO_MAGNITUDE = tl.constexpr(SIGN_TO_MAGNITUDE)
-_E2M1_HIGH_SHIFT = tl.constexpr(E2M1_HIGH_SHIFT)
-_UNDO_SUBNORMAL = tl.constexpr(2.0**126)
+# --- the decode in the hot loops --------------------------------------------------------------------------------
+# At decode-sized M the GEMV is memory-bound only if decoding costs about as much as the load (H100: ~24
+# elements/clock/SM at 3 TB/s, i.e. ~5 issue slots per element), so the loops use mx.e2m1_low / e2m1_high (E2M1
+# bits placed straight into a float32, ~4 ops per element) and apply each block's scale once, through
+# mx.decode_mxfp4 so that byte 0 is 2**-127 and byte 255 is NaN exactly as everywhere else.
 _BYTES_PER_BLOCK = tl.constexpr(BYTES_PER_BLOCK)
 _BLOCK_SIZE = tl.constexpr(BLOCK_SIZE)
 _SCALE_ONE = tl.constexpr(E8M0_BIAS)  # the scale byte of 1.0: what masked scale loads read
 _CODE_ONE = tl.constexpr(2)  # E2M1 code of 1.0: decode_mxfp4(2, s) is the scale 2**(s-127) itself
-
-
-@triton.jit
-def _e2m1_low(byte):
-    """float32 value of the low nibble (element 2i) of packed bytes given as sign-extended int32."""
-    top = byte << _E2M1_LOW_TO_TOP
-    bits = (top | (top >> _E2M1_SIGN_TO_MAGNITUDE)) & _E2M1_BITS
-    return bits.to(tl.float32, bitcast=True) * _UNDO_SUBNORMAL
-
-
-@triton.jit
-def _e2m1_high(byte):
-    """float32 value of the high nibble (element 2i+1) of packed bytes given as sign-extended int32."""
-    bits = (byte << _E2M1_HIGH_SHIFT) & _E2M1_BITS
-    return bits.to(tl.float32, bitcast=True) * _UNDO_SUBNORMAL
 
 
 @triton.jit
@@ -173,7 +144,7 @@ def _gemv_accumulate(acc, packed, scale, a, BLOCK_G: tl.constexpr):
     a_even, a_odd = tl.split(tl.reshape(a.to(tl.float32), [BLOCK_G, _BYTES_PER_BLOCK, 2]))
     byte = packed.to(tl.int8, bitcast=True).to(tl.int32)
     # The decoded values are finite (|v| <= 6, no scale yet), so an activation masked to 0 gives exactly 0.
-    prod = _e2m1_low(byte) * a_even[None, :, :] + _e2m1_high(byte) * a_odd[None, :, :]
+    prod = e2m1_low(byte) * a_even[None, :, :] + e2m1_high(byte) * a_odd[None, :, :]
     return acc + tl.sum(prod, axis=2) * _scale_value(scale.to(tl.int32))
 
 
@@ -239,7 +210,7 @@ def _tile_step(acc, g0, a_ptrs, w_ptrs, s_ptrs, offs_k, offs_g, K, g_end, stride
         packed = tl.load(w_ptrs + w_offs[None, :])
         scale = tl.load(s_ptrs + (g0 + offs_g)[None, :] * stride_sg)
     byte = packed.to(tl.int8, bitcast=True).to(tl.int32)
-    pairs = tl.join(_e2m1_low(byte), _e2m1_high(byte))  # [BLOCK_N, BLOCK_K/2, 2]: element 2i, 2i+1
+    pairs = tl.join(e2m1_low(byte), e2m1_high(byte))  # [BLOCK_N, BLOCK_K/2, 2]: element 2i, 2i+1
     w = tl.reshape(pairs, [BLOCK_N, GROUPS, _BLOCK_SIZE]) * _scale_value(scale.to(tl.int32))[:, :, None]
     w = tl.reshape(w, [BLOCK_N, BLOCK_K])
     if MASKED:  # past K a scaled weight may be Inf (huge scale) and Inf * 0 is NaN: zero it instead

@@ -23,7 +23,6 @@ import triton.language as tl
 
 from mxfp4.spec import (
     BYTES_PER_BLOCK,
-    E2M1_EXPONENT_BIAS,
     E2M1_MAGNITUDE_MASK,
     E2M1_MANTISSA_BITS,
     E2M1_SIGN_BIT,
@@ -31,6 +30,8 @@ from mxfp4.spec import (
     E8M0_NAN,
     NIBBLE_BITS,
 )
+
+from .mx import E2M1_TO_FLOAT32_SCALE, e2m1_high, e2m1_low, sign_extend  # noqa: E402,F401  (tests import them from here)
 
 BYTES_PER_SCALE = tl.constexpr(BYTES_PER_BLOCK)
 
@@ -45,7 +46,6 @@ E2M1_SIGN = tl.constexpr(E2M1_SIGN_BIT)
 E2M1_MAGNITUDE = tl.constexpr(E2M1_MAGNITUDE_MASK)
 SIGN_TO_FLOAT32 = tl.constexpr(_FLOAT32_SIGN_BIT - (E2M1_SIGN_BIT.bit_length() - 1))  # 28
 MAGNITUDE_TO_FLOAT32 = tl.constexpr(_FLOAT32_MANTISSA_BITS - E2M1_MANTISSA_BITS)  # 22
-E2M1_TO_FLOAT32_SCALE = tl.constexpr(float(2 ** (_FLOAT32_EXPONENT_BIAS - E2M1_EXPONENT_BIAS)))  # 2**126
 
 
 def next_power_of_2_at_least(n: int, minimum: int) -> int:
@@ -111,41 +111,10 @@ def decode_e2m1_byte(packed, factor):
     return low, high
 
 
-# --- the hot-loop decode: E2M1 straight from sign-extended bytes --------------------------------------------------
-# Same bit placement as decode_e2m1_byte, but from the byte sign-extended to int32 (``u8 -> i8 -> i32``, one
-# instruction), which gives the high nibble its sign bit for free: 4 integer ops for the low nibble, 2 for the high
-# one, then the exact multiply by 2**126. tests/test_moe.py checks both against mx.decode_mxfp4 for every byte.
-LOW_NIBBLE_TO_TOP = tl.constexpr(32 - NIBBLE_BITS)  # low nibble's sign bit -> float32 sign bit
-TOP_TO_MAGNITUDE = tl.constexpr(32 - NIBBLE_BITS - (_FLOAT32_MANTISSA_BITS - E2M1_MANTISSA_BITS))  # 28 -> 22: 6
-HIGH_NIBBLE_TO_MAGNITUDE = tl.constexpr(_FLOAT32_MANTISSA_BITS - E2M1_MANTISSA_BITS - NIBBLE_BITS)  # 18
-# float32 sign bit + the 3 E2M1 magnitude bits at float32 bits 24..22, as an int32 (0x81C00000).
-E2M1_FLOAT32_BITS = tl.constexpr(((1 << _FLOAT32_SIGN_BIT) | (E2M1_MAGNITUDE_MASK << (_FLOAT32_MANTISSA_BITS
-                                                                                     - E2M1_MANTISSA_BITS)))
-                                 - (1 << 32))
+# The hot-loop decode (e2m1_low / e2m1_high of sign-extended bytes) lives in mx.py, shared with matmul.py.
 #: E8M0 byte of 1.0: what masked scale loads read, so a masked block contributes 0 * 1.
 SCALE_ONE = tl.constexpr(E8M0_BIAS)
 BLOCK_ELEMENTS = tl.constexpr(2 * BYTES_PER_BLOCK)
-
-
-@triton.jit
-def sign_extend(packed):
-    """uint8 packed bytes -> int32 with bit 7 copied upward (the high nibble's sign lands on bit 31)."""
-    return packed.to(tl.int8, bitcast=True).to(tl.int32)
-
-
-@triton.jit
-def e2m1_low(byte):
-    """Exact float32 E2M1 value of the low nibble (element 2i) of sign-extended bytes (int32), unscaled."""
-    top = byte << LOW_NIBBLE_TO_TOP
-    bits = (top | (top >> TOP_TO_MAGNITUDE)) & E2M1_FLOAT32_BITS
-    return bits.to(tl.float32, bitcast=True) * E2M1_TO_FLOAT32_SCALE
-
-
-@triton.jit
-def e2m1_high(byte):
-    """Exact float32 E2M1 value of the high nibble (element 2i + 1) of sign-extended bytes (int32), unscaled."""
-    bits = (byte << HIGH_NIBBLE_TO_MAGNITUDE) & E2M1_FLOAT32_BITS
-    return bits.to(tl.float32, bitcast=True) * E2M1_TO_FLOAT32_SCALE
 
 
 @triton.jit

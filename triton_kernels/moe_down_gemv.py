@@ -81,7 +81,6 @@ def down_combine_gemv_kernel(
 ):
     token = tl.program_id(1)
     slot = tl.arange(0, SLOTS)
-    slot_ok = slot < top_k
     pair = token * top_k + tl.minimum(slot, top_k - 1)  # padding slots alias the last real one, masked below
     expert = tl.load(expert_ids_ptr + pair).to(tl.int64)
     feature = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)

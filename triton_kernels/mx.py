@@ -7,7 +7,16 @@ kernel that stores it to bf16/fp16 rounds once, as the reference's float64 -> dt
 import triton
 import triton.language as tl
 
-from mxfp4.spec import E2M1_MAGNITUDE_MASK, E2M1_SIGN_BIT, E8M0_BIAS, E8M0_NAN, NIBBLE_BITS, NIBBLE_MASK
+from mxfp4.spec import (
+    E2M1_EXPONENT_BIAS,
+    E2M1_MAGNITUDE_MASK,
+    E2M1_MANTISSA_BITS,
+    E2M1_SIGN_BIT,
+    E8M0_BIAS,
+    E8M0_NAN,
+    NIBBLE_BITS,
+    NIBBLE_MASK,
+)
 
 # As tl.constexpr so the jit functions below can read them.
 SIGN_BIT = tl.constexpr(E2M1_SIGN_BIT)
@@ -74,3 +83,43 @@ def unpack_low(byte):
 def unpack_high(byte):
     """Element 2i+1 of each packed byte (int32): the high nibble."""
     return (byte >> HIGH_SHIFT) & LOW_NIBBLE
+
+
+# --- the hot-loop decode: E2M1 bits placed straight into a float32 ------------------------------------------------
+# GEMM inner loops decode every weight element, so their integer work bounds them: decode_mxfp4 costs ~16-27
+# operations per element, these ~4. The code's sign bit goes to float32's sign bit and its 2 exponent + 1 mantissa
+# bits to the bottom of float32's exponent field and the top of its mantissa: that float is E2M1 * 2**-126 (codes 0
+# and 1, the E2M1 subnormals, become float32 subnormals), and the multiplication by 2**126 is exact. Reading the byte
+# sign-extended to int32 (``u8 -> i8 -> i32``, one instruction) gives the high nibble its sign bit for free.
+# The scale is applied separately (once per 32-element block sum, or to a decoded tile). Tests check both nibbles
+# against decode_mxfp4 for every byte (tests/test_triton_matmul.py, tests/test_moe.py).
+_F32_SIGN_BIT, _F32_MANTISSA_BITS, _F32_EXPONENT_BIAS = 31, 23, 127
+LOW_NIBBLE_TO_TOP = tl.constexpr(32 - NIBBLE_BITS)  # the low nibble's sign bit -> float32's sign bit
+TOP_TO_MAGNITUDE = tl.constexpr(32 - NIBBLE_BITS - (_F32_MANTISSA_BITS - E2M1_MANTISSA_BITS))  # bit 28 -> 22: 6
+HIGH_NIBBLE_TO_MAGNITUDE = tl.constexpr(_F32_MANTISSA_BITS - E2M1_MANTISSA_BITS - NIBBLE_BITS)  # 18
+# float32's sign bit + the 3 E2M1 magnitude bits at float32 bits 24..22, as an int32 (0x81C00000).
+E2M1_FLOAT32_BITS = tl.constexpr(
+    ((1 << _F32_SIGN_BIT) | (E2M1_MAGNITUDE_MASK << (_F32_MANTISSA_BITS - E2M1_MANTISSA_BITS))) - (1 << 32)
+)
+E2M1_TO_FLOAT32_SCALE = tl.constexpr(float(2 ** (_F32_EXPONENT_BIAS - E2M1_EXPONENT_BIAS)))  # 2**126
+
+
+@triton.jit
+def sign_extend(packed):
+    """uint8 packed bytes -> int32 with bit 7 copied upward (the high nibble's sign lands on bit 31)."""
+    return packed.to(tl.int8, bitcast=True).to(tl.int32)
+
+
+@triton.jit
+def e2m1_low(byte):
+    """Exact float32 E2M1 value of the low nibble (element 2i) of sign-extended bytes (int32), unscaled."""
+    top = byte << LOW_NIBBLE_TO_TOP
+    bits = (top | (top >> TOP_TO_MAGNITUDE)) & E2M1_FLOAT32_BITS
+    return bits.to(tl.float32, bitcast=True) * E2M1_TO_FLOAT32_SCALE
+
+
+@triton.jit
+def e2m1_high(byte):
+    """Exact float32 E2M1 value of the high nibble (element 2i + 1) of sign-extended bytes (int32), unscaled."""
+    bits = (byte << HIGH_NIBBLE_TO_MAGNITUDE) & E2M1_FLOAT32_BITS
+    return bits.to(tl.float32, bitcast=True) * E2M1_TO_FLOAT32_SCALE
