@@ -49,7 +49,7 @@ if [ -z "${SKIP_BENCH:-}" ]; then
     2>&1 | tee "$OUT_DIR/bench.log" | tail -n 60
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
   note "bench: table in $OUT_DIR/bench.log"
-  timeout "${BENCH_TIMEOUT:-1800}" python3 -m pytest -q -p no:cacheprovider bench/bench_moe.py --benchmark-only --benchmark-json="$OUT_DIR/bench_moe.json" \
+  timeout "${BENCH_TIMEOUT:-1800}" python3 -m pytest -q -p no:cacheprovider bench/bench_moe.py bench/bench_model.py --benchmark-only --benchmark-json="$OUT_DIR/bench_moe.json" \
     2>&1 | tee "$OUT_DIR/bench_moe.log" | tail -n 40
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
   note "bench_moe: $(tail -n 1 "$OUT_DIR/bench_moe.log")"
