@@ -22,7 +22,7 @@ from mxfp4.dispatch import Backend, BackendUnavailableError
 from mxfp4.spec import BLOCK_SIZE, BYTES_PER_BLOCK, E8M0_BIAS, E8M0_NAN, ScaleMode
 from mxfp4.testing import assert_bitwise_equal, mx_blocks
 from mxfp4.triton_kernels import dequantize as dequantize_module
-from mxfp4.triton_kernels import quantize as quantize_module
+from mxfp4.triton_kernels import launch as launch_module
 from mxfp4.triton_kernels.dequantize import dequantize
 
 DEVICE = "cuda" if HAS_CUDA else "cpu"  # for hypothesis tests, which cannot take function-scoped fixtures
@@ -282,7 +282,7 @@ def test_bad_input_raises_named_errors(device, monkeypatch):
         dequantize(blocks, scales, torch.float32, 64, Backend.TORCH)
     with pytest.raises(ValueError, match="out must be"):
         dequantize(blocks, scales, torch.float32, 64, Backend.FP32, out=torch.empty(4, 63, device=device))
-    monkeypatch.setattr(quantize_module, "triton_interpreter_enabled", lambda: False)  # the check dequantize shares
+    monkeypatch.setattr(launch_module, "triton_interpreter_enabled", lambda: False)  # the check dequantize shares
     with pytest.raises(BackendUnavailableError, match="TRITON_INTERPRET"):
         dequantize(blocks.cpu(), scales.cpu(), torch.float32, 64, Backend.FP32)
 

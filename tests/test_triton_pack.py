@@ -14,7 +14,7 @@ from mxfp4 import reference
 from mxfp4.dispatch import Backend, BackendUnavailableError
 from mxfp4.spec import BLOCK_SIZE, BYTES_PER_BLOCK, NIBBLE_MASK
 from mxfp4.triton_kernels import pack as pack_module
-from mxfp4.triton_kernels import quantize as quantize_module
+from mxfp4.triton_kernels import launch as launch_module
 from mxfp4.triton_kernels.pack import pack, unpack
 
 DEVICE = "cuda" if HAS_CUDA else "cpu"  # for hypothesis tests, which cannot take function-scoped fixtures
@@ -121,7 +121,7 @@ def test_bad_input_raises_named_errors(device, monkeypatch):
         pack(
             torch.zeros(64, dtype=torch.uint8, device=device), out=torch.empty(3, 16, dtype=torch.uint8, device=device)
         )
-    monkeypatch.setattr(quantize_module, "triton_interpreter_enabled", lambda: False)  # the check pack shares
+    monkeypatch.setattr(launch_module, "triton_interpreter_enabled", lambda: False)  # the check pack shares
     with pytest.raises(BackendUnavailableError, match="TRITON_INTERPRET"):
         pack(torch.zeros(32, dtype=torch.uint8))
 

@@ -28,6 +28,7 @@ from mxfp4.spec import (
     num_blocks,
 )
 from mxfp4.testing import adversarial_arrays, assert_blocks_equal, mx_shapes
+from mxfp4.triton_kernels import launch as launch_module
 from mxfp4.triton_kernels import quantize as quantize_module
 from mxfp4.triton_kernels.quantize import quantize
 
@@ -248,8 +249,8 @@ def test_rows_view_collapses_movedim_of_contiguous():
     x = torch.empty(3, 4, 5, 6)
     for axis in range(4):
         moved = x.movedim(axis, -1)
-        assert quantize_module.rows_view(moved.shape[:-1], moved.stride()[:-1]) is not None, axis
-    assert quantize_module.rows_view((3, 4, 5), (1, 3, 12)) is None  # a 3-way interleave: the launcher copies
+        assert launch_module.rows_view(moved.shape[:-1], moved.stride()[:-1]) is not None, axis
+    assert launch_module.rows_view((3, 4, 5), (1, 3, 12)) is None  # a 3-way interleave: the launcher copies
 
 
 # --- every output byte is written, nothing outside -------------------------------------------------------------
@@ -391,7 +392,7 @@ def test_bad_input_raises_named_errors(device, monkeypatch):
                 torch.empty(4, 2, dtype=torch.uint8, device=device),
             ),
         )
-    monkeypatch.setattr(quantize_module, "triton_interpreter_enabled", lambda: False)
+    monkeypatch.setattr(launch_module, "triton_interpreter_enabled", lambda: False)
     with pytest.raises(BackendUnavailableError, match="TRITON_INTERPRET"):
         quantize(torch.randn(4, 64), ScaleMode.FLOOR, Backend.FP32)
 

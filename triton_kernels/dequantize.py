@@ -26,7 +26,7 @@ from mxfp4.dispatch import Backend
 from mxfp4.spec import BLOCK_SIZE, BYTES_PER_BLOCK
 
 from .mx import decode_mxfp4, unpack_high, unpack_low
-from .quantize import _check_launchable, _next_pow2, on_device, rows_view
+from .launch import check_launchable, next_pow2, on_device, rows_view, tile_coordinates
 
 __all__ = ["dequantize", "compile_specs", "OUTPUT_DTYPES"]
 
@@ -48,9 +48,9 @@ NUM_STAGES = 1
 
 def tile_shape(groups: int, rows: int) -> tuple[int, int]:
     """(ROW_TILE, GROUP_TILE): up to MAX_GROUP_TILE blocks along a row, the rest of the tile in rows."""
-    group_tile = min(_next_pow2(groups), MAX_GROUP_TILE)
+    group_tile = min(next_pow2(groups), MAX_GROUP_TILE)
     row_tile = max(1, ELEMENTS_PER_PROGRAM // (group_tile * BLOCK_SIZE))
-    return min(row_tile, _next_pow2(rows)), group_tile
+    return min(row_tile, next_pow2(rows)), group_tile
 
 
 def dequantize(
@@ -103,7 +103,7 @@ def dequantize(
     backend = Backend(backend)
     if not backend.uses_triton:
         raise ValueError("the Triton dequantize kernel serves the hopper, bf16 and fp32 paths, not 'torch'")
-    _check_launchable(blocks, "dequantize")
+    check_launchable(blocks, "dequantize")
 
     lead = tuple(blocks.shape[:-2])
     if out is None:
@@ -201,13 +201,7 @@ def dequantize_mxfp4_kernel(
     """Decode the tile ``[o, rows r.., blocks g..]`` of ``[outer, rows, groups]`` blocks into ``out`` viewed as
     ``[outer, rows, length]`` (unit stride on the last axis), masked past ``length`` and past the last row."""
     COLS: tl.constexpr = GROUP_TILE * BLOCK
-    pid = tl.program_id(0)
-    row_tiles = tl.cdiv(rows, ROW_TILE)
-    group_tiles = tl.cdiv(groups, GROUP_TILE)
-    group_tile = pid % group_tiles
-    rest = pid // group_tiles
-    row_tile = rest % row_tiles
-    o = rest // row_tiles
+    o, row_tile, group_tile = tile_coordinates(tl.program_id(0), rows, groups, ROW_TILE, GROUP_TILE)
 
     row = row_tile * ROW_TILE + tl.arange(0, ROW_TILE)
     group = group_tile * GROUP_TILE + tl.arange(0, GROUP_TILE)

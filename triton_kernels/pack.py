@@ -20,7 +20,7 @@ import triton.language as tl
 from mxfp4.dispatch import Backend
 from mxfp4.spec import BLOCK_SIZE, BYTES_PER_BLOCK, CODES_PER_BYTE, NIBBLE_BITS, NIBBLE_MASK
 
-from .quantize import _check_launchable, on_device
+from .launch import check_launchable, on_device
 
 __all__ = ["pack", "unpack", "compile_specs"]
 
@@ -63,7 +63,7 @@ def pack(codes: torch.Tensor, backend: Backend = Backend.HOPPER, *, out: torch.T
         raise ValueError(f"pack expects a last axis that is a multiple of {BLOCK_SIZE}, got shape {tuple(codes.shape)}")
     if codes.numel() and int(codes.max()) > NIBBLE_MASK:
         raise ValueError(f"pack expects 4-bit codes (0..15), got a value {int(codes.max())}")
-    _check_launchable(codes, "pack")
+    check_launchable(codes, "pack")
     backend = Backend(backend)
     shape = (*codes.shape[:-1], codes.shape[-1] // BLOCK_SIZE, BYTES_PER_BLOCK)
     out = _output(out, shape, codes.device, "pack")
@@ -85,7 +85,7 @@ def unpack(blocks: torch.Tensor, backend: Backend = Backend.HOPPER, *, out: torc
         raise TypeError(f"unpack expects uint8 blocks, got {got}")
     if blocks.dim() < 2 or blocks.shape[-1] != BYTES_PER_BLOCK:
         raise ValueError(f"unpack expects blocks of shape [..., G, {BYTES_PER_BLOCK}], got {tuple(blocks.shape)}")
-    _check_launchable(blocks, "unpack")
+    check_launchable(blocks, "unpack")
     backend = Backend(backend)
     out = _output(out, (*blocks.shape[:-2], blocks.shape[-2] * BLOCK_SIZE), blocks.device, "unpack")
     if out.numel():

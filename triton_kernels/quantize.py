@@ -26,14 +26,13 @@ Every step is exact:
 
 from __future__ import annotations
 
-import contextlib
 import struct
 
 import torch
 import triton
 import triton.language as tl
 
-from mxfp4.dispatch import Backend, BackendUnavailableError, triton_interpreter_enabled
+from mxfp4.dispatch import Backend
 from mxfp4.spec import (
     BLOCK_SIZE,
     BYTES_PER_BLOCK,
@@ -41,33 +40,26 @@ from mxfp4.spec import (
     E2M1_EMAX,
     E2M1_MAX,
     E2M1_ROUNDING_THRESHOLDS,
-    E2M1_SIGN_BIT,
-    E8M0_BIAS,
     E8M0_MAX_EXPONENT,
     E8M0_MIN_EXPONENT,
-    E8M0_NAN,
-    NIBBLE_BITS,
     ScaleMode,
     num_blocks,
 )
 
-from .mx import e2m1_twice, pow2
+from .launch import check_launchable, next_pow2, on_device, rows_view, tile_coordinates
+from .mx import HIGH_SHIFT, SCALE_BIAS, SCALE_NAN, SIGN_BIT, e2m1_twice, pow2
 
-__all__ = ["quantize", "compile_specs", "rows_view", "INPUT_DTYPES"]
+__all__ = ["quantize", "compile_specs", "INPUT_DTYPES"]
 
 INPUT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 # --- constants the kernel reads (tl.constexpr so @triton.jit code may use them) ----------------------------------
 BLOCK = tl.constexpr(BLOCK_SIZE)
 HALF_BLOCK = tl.constexpr(BYTES_PER_BLOCK)
-SIGN_BIT = tl.constexpr(E2M1_SIGN_BIT)
-HIGH_SHIFT = tl.constexpr(NIBBLE_BITS)
 PAIR = tl.constexpr(CODES_PER_BYTE)
 EMAX = tl.constexpr(E2M1_EMAX)
 MIN_EXPONENT = tl.constexpr(E8M0_MIN_EXPONENT)
 MAX_EXPONENT = tl.constexpr(E8M0_MAX_EXPONENT)
-SCALE_BIAS = tl.constexpr(E8M0_BIAS)
-SCALE_NAN = tl.constexpr(E8M0_NAN)
 BF16_SHIFT = tl.constexpr(16)
 """bfloat16 is the upper 16 bits of a float32."""
 
@@ -119,58 +111,6 @@ NUM_WARPS = {Backend.HOPPER: 4, Backend.BF16: 4, Backend.FP32: 4}
 NUM_STAGES = 1
 
 
-def _next_pow2(n: int) -> int:
-    return 1 << max(0, (int(n) - 1).bit_length())
-
-
-def rows_view(shape, *strides_of) -> tuple[int, int, list[tuple[int, int]]] | None:
-    """Collapse the leading dims of tensors that share ``shape`` into ``[outer, rows]``, without copying.
-
-    Args:
-        shape: the leading dims (everything before the dims the kernel indexes itself).
-        strides_of: for each tensor, its strides over those dims.
-
-    Returns:
-        ``(outer, rows, [(stride_outer, stride_row) per tensor])``, or None when the dims do not collapse into two
-        (the caller makes the tensors contiguous then). Dims of size 1 are dropped; adjacent dims merge when every
-        tensor steps through them as through one dim.
-
-    >>> rows_view((3, 4, 5), (20, 5, 1))
-    (1, 60, [(0, 1)])
-    """
-    dims = [(size, [strides[i] for strides in strides_of]) for i, size in enumerate(shape) if size != 1]
-    merged: list[tuple[int, list[int]]] = []
-    for size, strides in dims:
-        if merged:
-            prev_size, prev_strides = merged[-1]
-            if all(p == s * size for p, s in zip(prev_strides, strides)):
-                merged[-1] = (prev_size * size, strides)
-                continue
-        merged.append((size, strides))
-    if len(merged) > 2:
-        return None
-    while len(merged) < 2:
-        merged.insert(0, (1, [0] * len(strides_of)))
-    (outer, outer_strides), (rows, row_strides) = merged
-    return outer, rows, list(zip(outer_strides, row_strides))
-
-
-def on_device(t: torch.Tensor):
-    """Launch context for kernels on ``t``'s GPU (Triton launches on the current device), or nothing on the CPU."""
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
-
-
-def _check_launchable(t: torch.Tensor, what: str) -> None:
-    if t.device.type == "cuda":
-        return
-    if t.device.type == "cpu" and triton_interpreter_enabled():
-        return
-    raise BackendUnavailableError(
-        f"{what} runs a Triton kernel and got a tensor on {t.device}: use a CUDA tensor, set TRITON_INTERPRET=1 "
-        "before importing mxfp4 to run on the CPU, or use backend='torch'"
-    )
-
-
 def tile_shape(groups: int, rows: int, k_contiguous: bool) -> tuple[int, int]:
     """(ROW_TILE, GROUP_TILE) for a ``[rows, groups * 32]`` problem.
 
@@ -178,9 +118,9 @@ def tile_shape(groups: int, rows: int, k_contiguous: bool) -> tuple[int, int]:
     contiguous (quantizing along a non-last axis of a row-major tensor): one block per row and many rows, so that a
     warp reads consecutive rows, which are the consecutive addresses.
     """
-    group_tile = min(_next_pow2(groups), MAX_GROUP_TILE) if k_contiguous else 1
+    group_tile = min(next_pow2(groups), MAX_GROUP_TILE) if k_contiguous else 1
     row_tile = max(1, ELEMENTS_PER_PROGRAM // (group_tile * BLOCK_SIZE))
-    row_tile = min(row_tile, _next_pow2(rows))
+    row_tile = min(row_tile, next_pow2(rows))
     return row_tile, group_tile
 
 
@@ -217,7 +157,7 @@ def quantize(
     backend = Backend(backend)
     if not backend.uses_triton:
         raise ValueError("the Triton quantize kernel serves the hopper, bf16 and fp32 paths, not 'torch'")
-    _check_launchable(x, "quantize")
+    check_launchable(x, "quantize")
 
     lead, length = tuple(x.shape[:-1]), x.shape[-1]
     groups = num_blocks(length)
@@ -417,13 +357,7 @@ def quantize_mxfp4_kernel(
     """Quantize the tile ``[o, rows r.., blocks g..]`` of ``x`` viewed as ``[outer, rows, length]`` into blocks
     ``[outer, rows, groups, 16]`` (unit stride on the last axis) and scales ``[outer, rows, groups]``."""
     COLS: tl.constexpr = GROUP_TILE * BLOCK
-    pid = tl.program_id(0)
-    row_tiles = tl.cdiv(rows, ROW_TILE)
-    group_tiles = tl.cdiv(groups, GROUP_TILE)
-    group_tile = pid % group_tiles
-    rest = pid // group_tiles
-    row_tile = rest % row_tiles
-    o = rest // row_tiles
+    o, row_tile, group_tile = tile_coordinates(tl.program_id(0), rows, groups, ROW_TILE, GROUP_TILE)
 
     row = row_tile * ROW_TILE + tl.arange(0, ROW_TILE)
     col = group_tile * COLS + tl.arange(0, COLS)

@@ -1,0 +1,79 @@
+"""Host-side launch helpers and tile indexing shared by the elementwise MXFP4 kernels (quantize, dequantize, pack).
+
+Not a kernel. ``rows_view`` lets a kernel walk strided tensors without a copy, ``tile_coordinates`` maps a program
+id onto the ``[outer, row tile, block tile]`` grid those kernels use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import triton
+import triton.language as tl
+
+from mxfp4.dispatch import BackendUnavailableError, triton_interpreter_enabled
+
+
+def next_pow2(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def rows_view(shape, *strides_of) -> tuple[int, int, list[tuple[int, int]]] | None:
+    """Collapse the leading dims of tensors that share ``shape`` into ``[outer, rows]``, without copying.
+
+    Args:
+        shape: the leading dims (everything before the dims the kernel indexes itself).
+        strides_of: for each tensor, its strides over those dims.
+
+    Returns:
+        ``(outer, rows, [(stride_outer, stride_row) per tensor])``, or None when the dims do not collapse into two
+        (the caller makes the tensors contiguous then). Dims of size 1 are dropped; adjacent dims merge when every
+        tensor steps through them as through one dim.
+
+    >>> rows_view((3, 4, 5), (20, 5, 1))
+    (1, 60, [(0, 1)])
+    """
+    dims = [(size, [strides[i] for strides in strides_of]) for i, size in enumerate(shape) if size != 1]
+    merged: list[tuple[int, list[int]]] = []
+    for size, strides in dims:
+        if merged:
+            prev_size, prev_strides = merged[-1]
+            if all(p == s * size for p, s in zip(prev_strides, strides)):
+                merged[-1] = (prev_size * size, strides)
+                continue
+        merged.append((size, strides))
+    if len(merged) > 2:
+        return None
+    while len(merged) < 2:
+        merged.insert(0, (1, [0] * len(strides_of)))
+    (outer, outer_strides), (rows, row_strides) = merged
+    return outer, rows, list(zip(outer_strides, row_strides))
+
+
+def on_device(t: torch.Tensor):
+    """Launch context for kernels on ``t``'s GPU (Triton launches on the current device), or nothing on the CPU."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def check_launchable(t: torch.Tensor, what: str) -> None:
+    if t.device.type == "cuda":
+        return
+    if t.device.type == "cpu" and triton_interpreter_enabled():
+        return
+    raise BackendUnavailableError(
+        f"{what} runs a Triton kernel and got a tensor on {t.device}: use a CUDA tensor, set TRITON_INTERPRET=1 "
+        "before importing mxfp4 to run on the CPU, or use backend='torch'"
+    )
+
+
+
+@triton.jit
+def tile_coordinates(pid, rows, groups, ROW_TILE: tl.constexpr, GROUP_TILE: tl.constexpr):
+    """``(outer index, row tile, group tile)`` of program ``pid`` on a grid of ``outer * row tiles * group tiles``
+    programs, group tiles fastest (neighbouring programs touch neighbouring bytes)."""
+    row_tiles = tl.cdiv(rows, ROW_TILE)
+    group_tiles = tl.cdiv(groups, GROUP_TILE)
+    group_tile = pid % group_tiles
+    rest = pid // group_tiles
+    return rest // row_tiles, rest % row_tiles, group_tile
