@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .dequantize import dequantize
+from .moe_sort import expert_rows
 
 
 def down(act, sorted_pairs, counts, routing_weights, w2_blocks, w2_scales, b2):
@@ -20,12 +21,7 @@ def down(act, sorted_pairs, counts, routing_weights, w2_blocks, w2_scales, b2):
     b2 = np.asarray(b2, dtype=np.float64)
     weights = np.asarray(routing_weights, dtype=np.float64).reshape(-1)
     out = np.zeros((len(sorted_pairs), b2.shape[1]))
-    begin = 0
-    for expert, count in enumerate(counts):
-        rows = slice(begin, begin + count)
-        begin += count
-        if count == 0:
-            continue
+    for expert, rows in expert_rows(counts):
         pairs = np.asarray(sorted_pairs[rows])
         w2 = dequantize(w2_blocks[expert], w2_scales[expert], np.float64, intermediate)
         out[pairs] = weights[pairs][:, None] * (act[rows] @ w2.T + b2[expert])

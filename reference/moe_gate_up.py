@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .dequantize import dequantize
+from .moe_sort import expert_rows
 
 SWIGLU_ALPHA = 1.702
 SWIGLU_LIMIT = 7.0
@@ -38,12 +39,7 @@ def gate_up_swiglu(x, sorted_pairs, counts, top_k, w1_blocks, w1_scales, b1, alp
     hidden = x.shape[1]
     b1 = np.asarray(b1, dtype=np.float64)
     act = np.zeros((len(sorted_pairs), b1.shape[1] // 2))
-    begin = 0
-    for expert, count in enumerate(counts):
-        rows = slice(begin, begin + count)
-        begin += count
-        if count == 0:
-            continue
+    for expert, rows in expert_rows(counts):
         w1 = dequantize(w1_blocks[expert], w1_scales[expert], np.float64, hidden)
         act[rows] = swiglu(x[np.asarray(sorted_pairs[rows]) // top_k] @ w1.T + b1[expert], alpha, limit)
     return act

@@ -18,3 +18,16 @@ def sort_by_expert(expert_ids: np.ndarray, num_experts: int) -> tuple[np.ndarray
     flat = np.asarray(expert_ids).reshape(-1)
     counts = np.bincount(flat, minlength=num_experts)[:num_experts]
     return counts, np.argsort(flat, kind="stable")
+
+
+def expert_rows(counts):
+    """``(expert, rows)`` for every expert that received pairs: ``rows`` is its slice of the sorted rows.
+
+    >>> list(expert_rows([2, 0, 1]))
+    [(0, slice(0, 2, None)), (2, slice(2, 3, None))]
+    """
+    begin = 0
+    for expert, count in enumerate(counts):
+        if count:
+            yield expert, slice(begin, begin + int(count))
+        begin += int(count)

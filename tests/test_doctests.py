@@ -6,7 +6,7 @@ import importlib
 import numpy as np
 import pytest
 
-MODULES = ("mxfp4.reference.quantize", "mxfp4.reference.dequantize", "mxfp4.reference.pack", "mxfp4.spec")
+MODULES = ("mxfp4.reference.quantize", "mxfp4.reference.dequantize", "mxfp4.reference.pack", "mxfp4.reference.moe_sort", "mxfp4.spec")
 
 
 @pytest.mark.parametrize("name", MODULES)
