@@ -129,7 +129,33 @@ class DenseExperts(torch.nn.Module):
         return out.to(x.dtype).view(shape)
 
 
-def run(preset: str, skip_baseline: bool, load_dir: str | None) -> dict:
+def profile_decode(model: GptOss, context: int = 128) -> None:
+    """Print where one batch-1 decode step spends GPU time: kernels grouped by name, and the kernel count."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model.setup_cache(1, context + 16)
+    model.forward_with_cache(torch.randint(0, model.config.vocab_size, (1, context), device="cuda"), 0, last_only=True)
+    ids = torch.randint(0, model.config.vocab_size, (1, 1), device="cuda")
+    column = torch.tensor([context], device="cuda")
+    pad = torch.zeros(1, dtype=torch.int64, device="cuda")
+    for _ in range(2):
+        model.decode_step(ids, column, pad)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        model.decode_step(ids, column, pad)
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type.name == "CUDA"]
+    total_us = sum(e.device_time for e in kernels)
+    print(f"\ndecode step, batch 1: {len(kernels)} GPU kernels, {total_us:.0f} us of kernel time")
+    by_name: dict = {}
+    for e in kernels:
+        count, us = by_name.get(e.name, (0, 0.0))
+        by_name[e.name] = (count + 1, us + e.device_time)
+    for name, (count, us) in sorted(by_name.items(), key=lambda kv: -kv[1][1])[:25]:
+        print(f"  {us:9.1f} us {count:5d}x  {name[:110]}")
+
+
+def run(preset: str, skip_baseline: bool, load_dir: str | None, profile: bool = False) -> dict:
     torch.manual_seed(0)
     torch.cuda.reset_peak_memory_stats()
     config = GptOssConfig.from_name(preset)
@@ -140,6 +166,8 @@ def run(preset: str, skip_baseline: bool, load_dir: str | None) -> dict:
         load_seconds = time.perf_counter() - start
     else:
         model = GptOss.from_config(config, device="cuda").init_random_(0)
+    if profile:
+        profile_decode(model)
     model.setup_cache(1, 4096)
     torch.cuda.synchronize()
     result = {
@@ -176,7 +204,13 @@ def main() -> None:
     parser.add_argument("--json")
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--load-from-disk", help="save the random model here first, then time from_pretrained")
+    parser.add_argument("--profile", action="store_true", help="print the decode step's GPU kernels by time first")
+    parser.add_argument("--profile-only", action="store_true", help="only the profile, no timings")
     args = parser.parse_args()
+    if args.profile_only:
+        for preset in args.preset or ["gpt-oss-20b"]:
+            profile_decode(GptOss.from_config(GptOssConfig.from_name(preset), device="cuda").init_random_(0))
+        return
     results = []
     for preset in args.preset or ["gpt-oss-20b"]:
         load_dir = None
@@ -184,7 +218,7 @@ def main() -> None:
             GptOss.from_config(GptOssConfig.from_name(preset), device="cuda").init_random_(0).save_pretrained(args.load_from_disk, shards=3)
             torch.cuda.empty_cache()
             load_dir = args.load_from_disk
-        results.append(run(preset, args.skip_baseline or preset == "gpt-oss-120b", load_dir))
+        results.append(run(preset, args.skip_baseline or preset == "gpt-oss-120b", load_dir, args.profile))
         print(json.dumps(results[-1], indent=1), flush=True)
     if args.json:
         with open(args.json, "w") as f:

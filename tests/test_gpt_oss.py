@@ -565,11 +565,14 @@ def test_gpu_decode_step_replays_in_a_cuda_graph(tiny_path):
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         static_logits = gpu.decode_step(token, column, pad)
+    # The warm-up really wrote column 9; a sliding layer's ring would then show it twice to the first replay
+    # (its old slot and the new entry). Clear the caches in place (the graph keeps their addresses) and prefill again.
+    gpu.setup_cache(1, 32)
+    gpu.forward_with_cache(ids, 0, pad)
     eager = GptOss.from_pretrained(tiny_path, device="cuda", dtype=torch.bfloat16, progress=False)
     eager.setup_cache(1, 32)
     eager.forward_with_cache(ids, 0, pad)
     eager_token, eager_column = ids[:, -1:].clone(), torch.tensor([9], device="cuda")
-    # The warm-up wrote column 9; the first replay rewrites it with the same values.
     for _ in range(6):
         graph.replay()
         expected = eager.decode_step(eager_token, eager_column, pad)

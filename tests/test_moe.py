@@ -334,6 +334,28 @@ def test_route_kernel_fused_sort_matches_twins(rng, device, poison, tokens, expe
 
 
 @TRITON_ONLY
+@pytest.mark.parametrize("tokens,experts", [(1, 32), (5, 128), (16, 7), (40, 32)], ids=lambda v: str(v))
+def test_route_kernel_16bit_inputs_and_repeat_calls(rng, device, poison, tokens, experts):
+    """bf16 activations and router (the GPT-OSS case): the decode kernel (T <= 16) and the prefill kernel (its
+    tensor-core dot on a GPU) pick what the twin picks from the same bf16 values; calling again gives the same
+    bits, and the decode kernel leaves its arrival counter at 0 for the next launch."""
+    from mxfp4.reference.moe_routing import route as route_twin
+    from mxfp4.triton_kernels import moe_routing
+
+    x = torch.from_numpy(rng.standard_normal((tokens, 2880))).to(torch.bfloat16)
+    router_w, router_b = (torch.from_numpy(a).to(torch.bfloat16) for a in separated_router(rng, experts, 2880))
+    expected_ids, expected_weights = route_twin(*(t.double().numpy() for t in (x, router_w, router_b)), 4)
+    first = moe_routing.route(x.to(device), router_w.to(device), router_b.to(device), 4)
+    again = moe_routing.route(x.to(device), router_w.to(device), router_b.to(device), 4)
+    np.testing.assert_array_equal(first[0].cpu().numpy(), expected_ids, err_msg="expert ids (slot order) differ")
+    assert_close(first[1], expected_weights, 1e-5, 1e-6, "routing weights")
+    for name, a, b in (("ids", first[0], again[0]), ("weights", first[1], again[1])):
+        assert torch.equal(a, b), f"a second call changed the {name}"
+    for _, counters in moe_routing._WORKSPACES.values():
+        assert int(counters.abs().sum()) == 0, f"arrival counters not reset: {counters.tolist()}"
+
+
+@TRITON_ONLY
 def test_route_kernel_ties_and_nan(device):
     from mxfp4.triton_kernels.moe_routing import route
 

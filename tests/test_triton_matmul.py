@@ -122,7 +122,7 @@ def _decode_all_bytes(low_ptr, high_ptr, ref_low_ptr, ref_high_ptr, scale_ptr, r
     unit = tl.full([256], 127, tl.int32)  # scale 2**0: the E2M1 value itself
     tl.store(ref_low_ptr + byte, decode_mxfp4(byte & 15, unit))
     tl.store(ref_high_ptr + byte, decode_mxfp4(byte >> 4, unit))
-    tl.store(scale_ptr + byte, matmul_module._scale_value(byte))
+    tl.store(scale_ptr + byte, mx.scale_factor(byte))
     tl.store(ref_scale_ptr + byte, decode_mxfp4(tl.full([256], 2, tl.int32), byte))
 
 

@@ -67,6 +67,34 @@ def check_launchable(t: torch.Tensor, what: str) -> None:
     )
 
 
+def reduction_workspace(cache: dict, device: torch.device, stream: int, floats: int, counters: int):
+    """``(float32 [>= floats], int32 [>= counters])`` for a launch whose programs publish partial results and let
+    the last one to arrive finish the work, cached in ``cache`` per (device, stream) and grown on demand.
+
+    The kernels reset each counter they used before they exit, so only a new buffer is ever zeroed: no memset
+    launch per call, and a CUDA graph can replay the launch. Counters are per stream because two launches in
+    flight on different streams must not share them; on one stream launches run in order, so one workspace
+    serves every shape.
+    """
+    key = (device, stream)
+    ws = cache.get(key)
+    if ws is None or ws[0].numel() < floats or ws[1].numel() < counters:
+        # A larger buffer replaces the old one; the caching allocator keeps the old memory alive until the work
+        # already queued on this stream is done.
+        old = (1, 1) if ws is None else (ws[0].numel(), ws[1].numel())
+        ws = cache[key] = (
+            torch.empty(max(floats, old[0]), dtype=torch.float32, device=device),
+            torch.zeros(max(counters, old[1]), dtype=torch.int32, device=device),
+        )
+    return ws
+
+
+def current_stream(device: torch.device) -> int:
+    """The raw handle of ``device``'s current stream (0 on the CPU, where the interpreter runs in order)."""
+    if device.type != "cuda":
+        return 0
+    return triton.runtime.driver.active.get_current_stream(device.index)
+
 
 @triton.jit
 def tile_coordinates(pid, rows, groups, ROW_TILE: tl.constexpr, GROUP_TILE: tl.constexpr):

@@ -45,7 +45,8 @@ import triton.language as tl
 from mxfp4.dispatch import Backend, BackendUnavailableError, triton_interpreter_enabled
 from mxfp4.spec import BLOCK_SIZE, BYTES_PER_BLOCK, E8M0_BIAS, num_blocks
 
-from .mx import decode_mxfp4, e2m1_high, e2m1_low
+from .launch import reduction_workspace
+from .mx import e2m1_high, e2m1_low, scale_factor
 
 __all__ = ["matmul", "compile_specs", "GemvConfig", "TileConfig", "choose_plan"]
 
@@ -53,17 +54,10 @@ __all__ = ["matmul", "compile_specs", "GemvConfig", "TileConfig", "choose_plan"]
 # At decode-sized M the GEMV is memory-bound only if decoding costs about as much as the load (H100: ~24
 # elements/clock/SM at 3 TB/s, i.e. ~5 issue slots per element), so the loops use mx.e2m1_low / e2m1_high (E2M1
 # bits placed straight into a float32, ~4 ops per element) and apply each block's scale once, through
-# mx.decode_mxfp4 so that byte 0 is 2**-127 and byte 255 is NaN exactly as everywhere else.
+# mx.scale_factor (byte 0 is 2**-127 and byte 255 is NaN, as everywhere else).
 _BYTES_PER_BLOCK = tl.constexpr(BYTES_PER_BLOCK)
 _BLOCK_SIZE = tl.constexpr(BLOCK_SIZE)
 _SCALE_ONE = tl.constexpr(E8M0_BIAS)  # the scale byte of 1.0: what masked scale loads read
-_CODE_ONE = tl.constexpr(2)  # E2M1 code of 1.0: decode_mxfp4(2, s) is the scale 2**(s-127) itself
-
-
-@triton.jit
-def _scale_value(scale_byte):
-    """float32 2**(s - 127) of E8M0 bytes (int32): byte 0 is 2**-127, byte 255 NaN (mx.decode_mxfp4's rules)."""
-    return decode_mxfp4(tl.full(scale_byte.shape, _CODE_ONE, tl.int32), scale_byte)
 
 
 # --- the epilogue shared by both schedules ------------------------------------------------------------------------
@@ -145,7 +139,7 @@ def _gemv_accumulate(acc, packed, scale, a, BLOCK_G: tl.constexpr):
     byte = packed.to(tl.int8, bitcast=True).to(tl.int32)
     # The decoded values are finite (|v| <= 6, no scale yet), so an activation masked to 0 gives exactly 0.
     prod = e2m1_low(byte) * a_even[None, :, :] + e2m1_high(byte) * a_odd[None, :, :]
-    return acc + tl.sum(prod, axis=2) * _scale_value(scale.to(tl.int32))
+    return acc + tl.sum(prod, axis=2) * scale_factor(scale.to(tl.int32))
 
 
 @triton.jit
@@ -211,7 +205,7 @@ def _tile_step(acc, g0, a_ptrs, w_ptrs, s_ptrs, offs_k, offs_g, K, g_end, stride
         scale = tl.load(s_ptrs + (g0 + offs_g)[None, :] * stride_sg)
     byte = packed.to(tl.int8, bitcast=True).to(tl.int32)
     pairs = tl.join(e2m1_low(byte), e2m1_high(byte))  # [BLOCK_N, BLOCK_K/2, 2]: element 2i, 2i+1
-    w = tl.reshape(pairs, [BLOCK_N, GROUPS, _BLOCK_SIZE]) * _scale_value(scale.to(tl.int32))[:, :, None]
+    w = tl.reshape(pairs, [BLOCK_N, GROUPS, _BLOCK_SIZE]) * scale_factor(scale.to(tl.int32))[:, :, None]
     w = tl.reshape(w, [BLOCK_N, BLOCK_K])
     if MASKED:  # past K a scaled weight may be Inf (huge scale) and Inf * 0 is NaN: zero it instead
         w = tl.where((k < K)[None, :], w, 0.0)
@@ -449,21 +443,8 @@ _INT32_LIMIT = 2**31
 
 
 def _workspace(device: torch.device, stream: int, partial_elems: int, tiles: int):
-    """fp32 partials and self-resetting int32 counters for split-K, cached per (device, stream), grown on demand.
-
-    Counters are per stream because two launches in flight on different streams must not share them; on one
-    stream launches run in order, so one workspace serves every shape.
-    """
-    key = (device, stream)
-    ws = _WORKSPACES.get(key)
-    if ws is None or ws[0].numel() < partial_elems or ws[1].numel() < tiles:
-        # A larger buffer replaces the old one; the caching allocator keeps the old memory alive until the
-        # work already queued on this stream is done. New counters start at zero (the only memset ever needed).
-        old = (1, 1) if ws is None else (ws[0].numel(), ws[1].numel())
-        partials = torch.empty(max(partial_elems, old[0]), dtype=torch.float32, device=device)
-        counters = torch.zeros(max(tiles, old[1]), dtype=torch.int32, device=device)
-        ws = _WORKSPACES[key] = (partials, counters)
-    return ws
+    """fp32 partials and self-resetting int32 counters for split-K (``launch.reduction_workspace``)."""
+    return reduction_workspace(_WORKSPACES, device, stream, partial_elems, tiles)
 
 
 @dataclass

@@ -75,12 +75,24 @@ class GemvConfig:
         return {"BLOCK_N": self.block_n, "BLOCK_G": self.block_g, "INTERPRETED": False}
 
 
-# Decode GEMVs, the same on every path (float32 FMAs). At T = 1, E = 32, top-4, H = I = 2880: gate_up
-# 4 pairs x 360 = 1440 programs of 16 W1 rows x 16 blocks per step (4 KB: 2 blocks per thread at 4 warps, 6
-# steps with the tail), down 720 programs of 4 features x 4 experts x 16 blocks (4 KB per step). ~5-11 programs
-# per SM keep ~40 KB of loads in flight per SM. Not measured yet: the dense GEMV found 16 programs per SM and
-# 2 blocks per thread best at these sizes (triton_kernels/matmul.py).
-GEMV_SCHEDULE = (GemvConfig(8, 16, 4), GemvConfig(4, 16, 4))
+# Decode GEMVs, the same on every path (float32 FMAs): (gate_up, down) launch shapes by the number of pairs,
+# from bench/tune.py on an H100 (T = 1 / 8 tokens, E = 32, top-4, H = I = 2880; us per launch, weights past L2).
+# A few pairs want many short programs (gate_up 4 pairs x 360 feature blocks); 32 pairs already fill the GPU, so
+# wider row tiles that read each activation step once for more rows win there.
+GEMV_SCHEDULES = (
+    # (most pairs, gate_up, down): T=1 gate_up 29.7 us (was 30.9 with 8x16x4), down 19.4 (was 23.0 with 4x16x4)
+    (8, GemvConfig(8, 16, 8), GemvConfig(4, 8, 4)),
+    # T=8: gate_up 169 us (was 195), down 101 (was 123)
+    (GEMV_MAX_PAIRS, GemvConfig(32, 4, 4), GemvConfig(8, 4, 4)),
+)
+
+
+def gemv_schedule(pairs: int) -> tuple[GemvConfig, GemvConfig]:
+    """The (gate_up, down) GEMV launch shapes for ``pairs = T * k`` rows."""
+    for most_pairs, gate_up, down in GEMV_SCHEDULES:
+        if pairs <= most_pairs:
+            return gate_up, down
+    return GEMV_SCHEDULES[-1][1:]
 
 # (gate_up, down) tensor-core schedules per path and regime. Every K step decodes the [rows, BLOCK_K] weight tile
 # once (gate_up: rows = 2 * BLOCK_N, gate and up interleaved) and issues one dot over BLOCK_K = 128 (64 bytes per
@@ -129,14 +141,14 @@ def moe(x, router_w, router_b, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b
 
     if uses_gemv(pairs):
         expert_ids, routing_weights = moe_routing.route(x, router_w, router_b, top_k)
-        gate_up_config, down_config = GEMV_SCHEDULE
+        gate_up_config, down_config = gemv_schedule(pairs)
         act = moe_gate_up_gemv.gate_up_swiglu_gemv(x, expert_ids, w1_blocks, w1_scales, b1.contiguous(), alpha,
                                                    limit, gate_up_config, act_dtype)
         return moe_down_gemv.down_combine_gemv(act, expert_ids, routing_weights, w2_blocks, w2_scales,
                                                b2.contiguous(), down_config, x.dtype)
 
     gate_up_config, down_config = gemm_configs(backend, pairs, num_experts)
-    if tokens <= moe_routing.ROUTE_BLOCK_T:  # one program routes and sorts
+    if tokens <= moe_routing.ROUTE_BLOCK_T:  # the decode router also sorts the pairs
         _, routing_weights, counts, sorted_pairs = moe_routing.route(x, router_w, router_b, top_k, sort=True)
     else:
         expert_ids, routing_weights = moe_routing.route(x, router_w, router_b, top_k)
@@ -188,19 +200,21 @@ def compile_specs(backend: Backend, activation: torch.dtype | None = None,
     act_type = _TRITON_TYPES[activation]
     hidden_act_type = "fp32" if backend is Backend.FP32 else "bf16"
     specs = moe_combine.compile_specs(act_type)
-    for kernel, module, config in (  # the decode GEMVs do not depend on E
-        (moe_gate_up_gemv.gate_up_swiglu_gemv_kernel, moe_gate_up_gemv, GEMV_SCHEDULE[0]),
-        (moe_down_gemv.down_combine_gemv_kernel, moe_down_gemv, GEMV_SCHEDULE[1]),
-    ):
-        specs.append({
-            "name": f"moe_{kernel.__name__.removesuffix('_kernel')}_{backend.value}_{act_type}",
-            "fn": kernel,
-            "signature": module.signature(act_type, hidden_act_type),
-            "constexprs": {**module.GPT_OSS_CONSTEXPRS, **config.constexprs()},
-            "num_warps": config.num_warps,
-            "num_stages": config.num_stages,
-            "divisible_by_16": module.GPT_OSS_DIVISIBLE_BY_16,
-        })
+    for _, gate_up_config, down_config in GEMV_SCHEDULES:  # the decode GEMVs do not depend on E
+        for kernel, module, config in (
+            (moe_gate_up_gemv.gate_up_swiglu_gemv_kernel, moe_gate_up_gemv, gate_up_config),
+            (moe_down_gemv.down_combine_gemv_kernel, moe_down_gemv, down_config),
+        ):
+            specs.append({
+                "name": (f"moe_{kernel.__name__.removesuffix('_kernel')}_{backend.value}_{act_type}"
+                         f"_n{config.block_n}_g{config.block_g}_w{config.num_warps}"),
+                "fn": kernel,
+                "signature": module.signature(act_type, hidden_act_type),
+                "constexprs": {**module.GPT_OSS_CONSTEXPRS, **config.constexprs()},
+                "num_warps": config.num_warps,
+                "num_stages": config.num_stages,
+                "divisible_by_16": module.GPT_OSS_DIVISIBLE_BY_16,
+            })
     for experts in num_experts:
         specs += moe_routing.compile_specs(act_type, experts)
         specs += moe_sort.compile_specs(experts)

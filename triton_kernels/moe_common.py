@@ -31,15 +31,13 @@ from mxfp4.spec import (
     NIBBLE_BITS,
 )
 
-from .mx import E2M1_TO_FLOAT32_SCALE, e2m1_high, e2m1_low, sign_extend  # noqa: E402,F401  (tests import them from here)
+from .mx import E2M1_TO_FLOAT32_SCALE, e2m1_high, e2m1_low, scale_factor, sign_extend  # noqa: E402,F401  (tests import them from here)
 
 BYTES_PER_SCALE = tl.constexpr(BYTES_PER_BLOCK)
 
 # The E2M1 -> float32 bit placement of decode_e2m1_byte, from the format's constants.
 _FLOAT32_SIGN_BIT, _FLOAT32_MANTISSA_BITS, _FLOAT32_EXPONENT_BIAS = 31, 23, 127
-assert E8M0_BIAS == _FLOAT32_EXPONENT_BIAS, "scale_factor uses the E8M0 byte as float32's exponent field"
 FLOAT32_MANTISSA_BITS = tl.constexpr(_FLOAT32_MANTISSA_BITS)
-FLOAT32_TOP_MANTISSA_BIT = tl.constexpr(1 << (_FLOAT32_MANTISSA_BITS - 1))
 SCALE_NAN = tl.constexpr(E8M0_NAN)
 CODE_BITS = tl.constexpr(NIBBLE_BITS)
 E2M1_SIGN = tl.constexpr(E2M1_SIGN_BIT)
@@ -78,18 +76,6 @@ def expert_tile(counts_ptr, num_experts, tile, BLOCK_M: tl.constexpr, BLOCK_E: t
     count = tl.sum(tl.where(mine, counts, 0), axis=0)
     local = (tile - first_tile) * BLOCK_M
     return expert, first_row_of_expert + local, count - local
-
-
-@triton.jit
-def scale_factor(scale):
-    """float32 ``2 ** (scale - 127)`` of E8M0 bytes (int32 0..255); byte 255 gives NaN, byte 0 gives 2**-127.
-
-    E8M0 and float32 share the exponent bias (127), so byte b is the exponent field of 2**(b - 127) as it is; the
-    two ends need a mantissa bit: 2**-127 is the subnormal 0x00400000 and 0x7FC00000 is a quiet NaN.
-    """
-    special = (scale == 0) | (scale == SCALE_NAN)
-    bits = (scale << FLOAT32_MANTISSA_BITS) | tl.where(special, FLOAT32_TOP_MANTISSA_BIT, 0)
-    return bits.to(tl.float32, bitcast=True)
 
 
 @triton.jit

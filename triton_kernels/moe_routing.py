@@ -1,11 +1,20 @@
-"""MoE routing: router logits, top-k and the softmax over the k selected logits, in one kernel.
+"""MoE routing: router logits, top-k and the softmax over the k selected logits.
 
-Twin of ``mxfp4.reference.moe_routing.route``. One program handles ``BLOCK_T`` tokens: the router GEMM
-``x @ Wr.T + br`` accumulates in float32 with an IEEE float32 dot on every path (routing decisions flip on tiny
-logit differences, so the router never sees bf16-rounded activations), then k rounds of "largest remaining
-logit, lowest expert index among equals" pick the experts, and the softmax runs over the k picked logits.
-Fixed grid, no host synchronization: the launch is CUDA-graph capturable. For a decode step (all tokens in one
-program) the same kernel also sorts the (token, slot) pairs by expert, replacing the ``moe_sort`` launch.
+Twin of ``mxfp4.reference.moe_routing.route``. Routing decisions flip on tiny logit differences, so the router GEMM
+``x @ Wr.T + br`` is exact products accumulated in float32 on every path: the router never sees activations rounded
+below their own precision. Then k rounds of "largest remaining logit, lowest expert index among equals" pick the
+experts, and the softmax runs over the k picked logits. Fixed grids, no host synchronization: CUDA-graph capturable.
+
+Two kernels, by the number of tokens:
+
+* Decode (``T <= ROUTE_BLOCK_T``): the router weight (E x H, 184 KB bf16 for gpt-oss-20b) is the only real traffic,
+  and one program reading it alone takes ~100 us (a single SM's loads in flight). So program ``e`` computes expert
+  ``e``'s logits for all tokens (its router row, one contiguous 5.8 KB stream, float32 FMAs), publishes them to a
+  small workspace and bumps a counter; the last program to arrive picks the experts for every token -- and, when
+  asked, also sorts the (token, slot) pairs by expert, replacing the ``moe_sort`` launch. One launch either way.
+* Prefill: one program per ``ROUTE_BLOCK_T`` tokens runs the router GEMM as ``tl.dot`` over H. When activations
+  and router weight are the same 16-bit type, the tensor cores take them as they are (their products are exact in
+  float32, accumulated in float32); otherwise (float32, or mixed types) an IEEE float32 dot.
 """
 
 from __future__ import annotations
@@ -14,12 +23,20 @@ import torch
 import triton
 import triton.language as tl
 
+from mxfp4.dispatch import triton_interpreter_enabled
+
+from .launch import current_stream, reduction_workspace
 from .moe_common import next_power_of_2_at_least
 
-#: Tokens per program and the router GEMM's K step. Tensor-core dots need every dim >= 16.
+#: Tokens per program of the prefill kernel (tensor-core dots need every dim >= 16), and the most tokens the
+#: decode kernel routes (its last program holds all of them).
 ROUTE_BLOCK_T = 16
 ROUTE_BLOCK_H = 64
 ROUTE_NUM_WARPS = 4
+#: Decode kernel: elements of the [tokens, H] activation tile per K step (4 warps: 32 per thread).
+DECODE_TILE_ELEMENTS = 4096
+
+_WORKSPACES: dict = {}
 
 
 def route(x: torch.Tensor, router_w: torch.Tensor, router_b: torch.Tensor, top_k: int, *, sort: bool = False):
@@ -28,35 +45,45 @@ def route(x: torch.Tensor, router_w: torch.Tensor, router_b: torch.Tensor, top_k
     Slots come in decreasing logit order; equal logits go to the lowest expert index first; NaN logits rank as
     -inf (never an out-of-range expert) while the softmax still sees them.
 
-    With ``sort=True`` and ``T <= ROUTE_BLOCK_T`` (a decode step) the single program also sorts the pairs by
-    expert, saving the ``moe_sort`` launch, and returns ``(ids, weights, counts int32 [E], sorted_pairs int32 [P])``
+    With ``sort=True`` and ``T <= ROUTE_BLOCK_T`` (a decode step) the kernel also sorts the pairs by expert,
+    saving the ``moe_sort`` launch, and returns ``(ids, weights, counts int32 [E], sorted_pairs int32 [P])``
     exactly as ``moe_sort.sort_by_expert`` would.
 
     >>> ids, w = route(torch.randn(3, 64), torch.randn(8, 64), torch.zeros(8), 2)    # [3, 2] int32, [3, 2] fp32
     """
     tokens, hidden = x.shape
     num_experts = router_w.shape[0]
-    fused_sort = sort and tokens <= ROUTE_BLOCK_T
-    if sort and not fused_sort:
+    decode = tokens <= ROUTE_BLOCK_T
+    if sort and not decode:
         raise ValueError(f"route(sort=True) sorts in one program: at most {ROUTE_BLOCK_T} tokens, got {tokens}")
     ids = torch.empty((tokens, top_k), dtype=torch.int32, device=x.device)
     weights = torch.empty((tokens, top_k), dtype=torch.float32, device=x.device)
-    if fused_sort:
+    if sort:
         counts = torch.empty((num_experts,), dtype=torch.int32, device=x.device)
         sorted_pairs = torch.empty((tokens * top_k,), dtype=torch.int32, device=x.device)
     else:  # never touched (FUSED_SORT is a constexpr); any valid int32 pointer will do
         counts = sorted_pairs = ids
     router_w = router_w.contiguous()
     router_b = router_b.contiguous()
-    grid = (triton.cdiv(tokens, ROUTE_BLOCK_T),)
-    route_topk_softmax_kernel[grid](
-        x, router_w, router_b, ids, weights, counts, sorted_pairs,
-        tokens, hidden, num_experts, top_k,
-        x.stride(0), x.stride(1),
-        BLOCK_T=ROUTE_BLOCK_T, BLOCK_H=ROUTE_BLOCK_H, BLOCK_E=route_block_e(num_experts), FUSED_SORT=fused_sort,
-        num_warps=ROUTE_NUM_WARPS,
-    )
-    if fused_sort:
+    block_e = route_block_e(num_experts)
+    if decode:
+        block_t = triton.next_power_of_2(tokens)
+        logits, counters = reduction_workspace(_WORKSPACES, x.device, current_stream(x.device),
+                                               ROUTE_BLOCK_T * block_e, 1)
+        route_decode_kernel[(num_experts,)](
+            x, router_w, router_b, ids, weights, counts, sorted_pairs, logits, counters,
+            tokens, hidden, num_experts, top_k, x.stride(0), x.stride(1),
+            BLOCK_T=block_t, BLOCK_H=decode_block_h(block_t, hidden), BLOCK_E=block_e, FUSED_SORT=sort,
+            num_warps=ROUTE_NUM_WARPS,
+        )
+    else:
+        route_topk_softmax_kernel[(triton.cdiv(tokens, ROUTE_BLOCK_T),)](
+            x, router_w, router_b, ids, weights, counts, sorted_pairs,
+            tokens, hidden, num_experts, top_k, x.stride(0), x.stride(1),
+            BLOCK_T=ROUTE_BLOCK_T, BLOCK_H=ROUTE_BLOCK_H, BLOCK_E=block_e,
+            NATIVE_DOT=native_dot(x.dtype, router_w.dtype), num_warps=ROUTE_NUM_WARPS,
+        )
+    if sort:
         return ids, weights, counts, sorted_pairs
     return ids, weights
 
@@ -66,60 +93,68 @@ def route_block_e(num_experts: int) -> int:
     return next_power_of_2_at_least(num_experts, 16)
 
 
+def decode_block_h(block_t: int, hidden: int) -> int:
+    """The decode kernel's K step: ``DECODE_TILE_ELEMENTS / block_t`` columns, no more than H needs."""
+    return min(DECODE_TILE_ELEMENTS // block_t, triton.next_power_of_2(hidden))
+
+
+def native_dot(activation: torch.dtype, weight: torch.dtype) -> bool:
+    """Whether the prefill router GEMM may feed its operands to the tensor cores as they are: both the same
+    16-bit type (a product of two bf16 / two fp16 values is exact in float32) and not under the interpreter
+    (whose 16-bit dot is not a float dot)."""
+    return activation == weight and activation in (torch.bfloat16, torch.float16) and not triton_interpreter_enabled()
+
+
 #: As Triton's launcher specializes them for contiguous GPT-OSS activations (H = 2880, E = 32 / 128).
 GPT_OSS_DIVISIBLE_BY_16 = ["hidden", "num_experts", "stride_xt"]
 
 
 def compile_specs(activation: str, num_experts: int) -> list[dict]:
-    """Cubin specs (see ``mxfp4.triton_kernels.moe.compile_specs``) for activations of Triton type ``activation``:
-    the plain router and the decode variant that also sorts the pairs by expert. Contiguous activations: the
-    launcher sees ``stride_xh == 1`` and specializes it, so the spec does too."""
-    signature = {
+    """Cubin specs (see ``mxfp4.triton_kernels.moe.compile_specs``) for activations and router of Triton type
+    ``activation`` at H = 2880: the decode kernel (1 and 16 tokens, with and without the fused sort) and the
+    prefill kernel. Contiguous activations: the launcher sees ``stride_xh == 1`` and specializes it."""
+    common = {
         "x_ptr": f"*{activation}", "router_w_ptr": f"*{activation}", "router_b_ptr": f"*{activation}",
         "ids_ptr": "*i32", "weights_ptr": "*fp32", "counts_ptr": "*i32", "sorted_pairs_ptr": "*i32",
-        "tokens": "i32", "hidden": "i32", "num_experts": "i32", "top_k": "i32",
-        "stride_xt": "i32", "stride_xh": "constexpr",
-        "BLOCK_T": "constexpr", "BLOCK_H": "constexpr", "BLOCK_E": "constexpr", "FUSED_SORT": "constexpr",
     }
-    return [
-        {
-            "name": f"moe_route_topk_softmax{'_sort' if fused else ''}_{activation}_e{num_experts}",
-            "fn": route_topk_softmax_kernel,
-            "signature": signature,
-            "constexprs": {"stride_xh": 1, "BLOCK_T": ROUTE_BLOCK_T, "BLOCK_H": ROUTE_BLOCK_H,
-                           "BLOCK_E": route_block_e(num_experts), "FUSED_SORT": fused},
-            "divisible_by_16": GPT_OSS_DIVISIBLE_BY_16,
-            "num_warps": ROUTE_NUM_WARPS,
-            "num_stages": 1,
-        }
-        for fused in (False, True)
-    ]
+    scalars = {"tokens": "i32", "hidden": "i32", "num_experts": "i32", "top_k": "i32",
+               "stride_xt": "i32", "stride_xh": "constexpr"}
+    block_e = route_block_e(num_experts)
+    specs = []
+    for block_t in (1, ROUTE_BLOCK_T):
+        for fused in (False, True):
+            specs.append({
+                "name": f"moe_route_decode{'_sort' if fused else ''}_t{block_t}_{activation}_e{num_experts}",
+                "fn": route_decode_kernel,
+                "signature": {**common, "logits_ptr": "*fp32", "counters_ptr": "*i32", **scalars,
+                              "BLOCK_T": "constexpr", "BLOCK_H": "constexpr", "BLOCK_E": "constexpr",
+                              "FUSED_SORT": "constexpr"},
+                "constexprs": {"stride_xh": 1, "BLOCK_T": block_t, "BLOCK_H": decode_block_h(block_t, 2880),
+                               "BLOCK_E": block_e, "FUSED_SORT": fused},
+                "divisible_by_16": GPT_OSS_DIVISIBLE_BY_16,
+                "num_warps": ROUTE_NUM_WARPS,
+                "num_stages": 1,
+            })
+    native = activation in ("bf16", "fp16")
+    specs.append({
+        "name": f"moe_route_topk_softmax_{activation}_e{num_experts}",
+        "fn": route_topk_softmax_kernel,
+        "signature": {**common, **scalars, "BLOCK_T": "constexpr", "BLOCK_H": "constexpr", "BLOCK_E": "constexpr",
+                      "NATIVE_DOT": "constexpr"},
+        "constexprs": {"stride_xh": 1, "BLOCK_T": ROUTE_BLOCK_T, "BLOCK_H": ROUTE_BLOCK_H, "BLOCK_E": block_e,
+                       "NATIVE_DOT": native},
+        "divisible_by_16": GPT_OSS_DIVISIBLE_BY_16,
+        "num_warps": ROUTE_NUM_WARPS,
+        "num_stages": 3,
+    })
+    return specs
 
 
 @triton.jit
-def route_topk_softmax_kernel(
-    x_ptr, router_w_ptr, router_b_ptr, ids_ptr, weights_ptr, counts_ptr, sorted_pairs_ptr,
-    tokens, hidden, num_experts, top_k,
-    stride_xt, stride_xh,
-    BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_E: tl.constexpr, FUSED_SORT: tl.constexpr,
-):
-    pid = tl.program_id(0)
-    token = pid * BLOCK_T + tl.arange(0, BLOCK_T)
-    token_ok = token < tokens
-    expert = tl.arange(0, BLOCK_E)
-    expert_ok = expert < num_experts
-
-    logits = tl.zeros((BLOCK_T, BLOCK_E), dtype=tl.float32)
-    for h0 in range(0, hidden, BLOCK_H):
-        h = h0 + tl.arange(0, BLOCK_H)
-        h_ok = h < hidden
-        x = tl.load(x_ptr + token[:, None] * stride_xt + h[None, :] * stride_xh,
-                    mask=token_ok[:, None] & h_ok[None, :], other=0.0).to(tl.float32)
-        w_t = tl.load(router_w_ptr + expert[None, :] * hidden + h[:, None],
-                      mask=expert_ok[None, :] & h_ok[:, None], other=0.0).to(tl.float32)
-        logits = tl.dot(x, w_t, logits, input_precision="ieee")
-    logits += tl.load(router_b_ptr + expert, mask=expert_ok, other=0.0).to(tl.float32)[None, :]
-
+def pick_experts(logits, token, token_ok, expert, expert_ok, ids_ptr, weights_ptr, counts_ptr, sorted_pairs_ptr,
+                 top_k, BLOCK_T: tl.constexpr, BLOCK_E: tl.constexpr, FUSED_SORT: tl.constexpr):
+    """Top-k of float32 ``logits [BLOCK_T, BLOCK_E]`` (bias included), the softmax over the picked ones, stored
+    as ids / weights ``[T, k]``; with ``FUSED_SORT`` (all tokens in this program) also the pairs sorted by expert."""
     # Selection key: NaN ranks as -inf. Padded experts are excluded by `available`, not by a value, so a row of
     # -inf logits still picks real experts (lowest index first).
     key = tl.where(logits != logits, float("-inf"), logits)
@@ -154,3 +189,72 @@ def route_topk_softmax_kernel(
         sorted_row = (tl.cumsum(counts, axis=0) - counts)[None, :] + tl.cumsum(chose, axis=0) - chose
         pair = token[:, None] * top_k + rank
         tl.store(sorted_pairs_ptr + sorted_row, pair, mask=chose != 0)
+
+
+@triton.jit
+def route_decode_kernel(
+    x_ptr, router_w_ptr, router_b_ptr, ids_ptr, weights_ptr, counts_ptr, sorted_pairs_ptr, logits_ptr, counters_ptr,
+    tokens, hidden, num_experts, top_k,
+    stride_xt, stride_xh,
+    BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_E: tl.constexpr, FUSED_SORT: tl.constexpr,
+):
+    """Grid ``(E,)``: program e computes ``x @ Wr[e] + br[e]`` for all (<= BLOCK_T) tokens; the last program to
+    finish picks the experts (``pick_experts``) from the logits they published."""
+    e = tl.program_id(0)
+    token = tl.arange(0, BLOCK_T)
+    token_ok = token < tokens
+    # Products in float32 (exact for 16-bit inputs), summed per column across K steps, then across columns.
+    acc = tl.zeros((BLOCK_T, BLOCK_H), dtype=tl.float32)
+    for h0 in range(0, hidden, BLOCK_H):
+        h = h0 + tl.arange(0, BLOCK_H)
+        h_ok = h < hidden
+        x = tl.load(x_ptr + token[:, None] * stride_xt + h[None, :] * stride_xh,
+                    mask=token_ok[:, None] & h_ok[None, :], other=0.0).to(tl.float32)
+        w = tl.load(router_w_ptr + e.to(tl.int64) * hidden + h, mask=h_ok, other=0.0).to(tl.float32)
+        acc += x * w[None, :]
+    logit = tl.sum(acc, axis=1) + tl.load(router_b_ptr + e).to(tl.float32)
+    tl.store(logits_ptr + token * BLOCK_E + e, logit, mask=token_ok)
+
+    # Every thread's logits must be written before the counter says so; acq_rel at gpu scope publishes them to the
+    # program that arrives last and makes that program see all the others.
+    tl.debug_barrier()
+    arrived = tl.atomic_add(counters_ptr, 1, sem="acq_rel", scope="gpu")
+    if arrived == num_experts - 1:
+        expert = tl.arange(0, BLOCK_E)
+        expert_ok = expert < num_experts
+        logits = tl.load(logits_ptr + token[:, None] * BLOCK_E + expert[None, :],
+                         mask=token_ok[:, None] & expert_ok[None, :], other=0.0, cache_modifier=".cg")
+        tl.atomic_xchg(counters_ptr, 0)  # ready for the next launch: no memset between calls
+        pick_experts(logits, token, token_ok, expert, expert_ok, ids_ptr, weights_ptr, counts_ptr, sorted_pairs_ptr,
+                     top_k, BLOCK_T, BLOCK_E, FUSED_SORT)
+
+
+@triton.jit
+def route_topk_softmax_kernel(
+    x_ptr, router_w_ptr, router_b_ptr, ids_ptr, weights_ptr, counts_ptr, sorted_pairs_ptr,
+    tokens, hidden, num_experts, top_k,
+    stride_xt, stride_xh,
+    BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_E: tl.constexpr, NATIVE_DOT: tl.constexpr,
+):
+    """Grid ``(cdiv(T, BLOCK_T),)``: the router GEMM of BLOCK_T tokens as dots over H, then ``pick_experts``."""
+    pid = tl.program_id(0)
+    token = pid * BLOCK_T + tl.arange(0, BLOCK_T)
+    token_ok = token < tokens
+    expert = tl.arange(0, BLOCK_E)
+    expert_ok = expert < num_experts
+
+    logits = tl.zeros((BLOCK_T, BLOCK_E), dtype=tl.float32)
+    for h0 in range(0, hidden, BLOCK_H):
+        h = h0 + tl.arange(0, BLOCK_H)
+        h_ok = h < hidden
+        x = tl.load(x_ptr + token[:, None] * stride_xt + h[None, :] * stride_xh,
+                    mask=token_ok[:, None] & h_ok[None, :], other=0.0)
+        w_t = tl.load(router_w_ptr + expert[None, :] * hidden + h[:, None],
+                      mask=expert_ok[None, :] & h_ok[:, None], other=0.0)
+        if NATIVE_DOT:
+            logits = tl.dot(x, w_t, logits)
+        else:
+            logits = tl.dot(x.to(tl.float32), w_t.to(tl.float32), logits, input_precision="ieee")
+    logits += tl.load(router_b_ptr + expert, mask=expert_ok, other=0.0).to(tl.float32)[None, :]
+    pick_experts(logits, token, token_ok, expert, expert_ok, ids_ptr, weights_ptr, counts_ptr, sorted_pairs_ptr,
+                 top_k, BLOCK_T, BLOCK_E, False)

@@ -29,6 +29,8 @@ HIGH_SHIFT = tl.constexpr(NIBBLE_BITS)
 # powers of two whose product is exact; FLOAT32_EXPONENT_BIAS builds each one from its exponent bits.
 FLOAT32_EXPONENT_BIAS = tl.constexpr(127)
 FLOAT32_MANTISSA_BITS = tl.constexpr(23)
+TOP_MANTISSA_BIT = tl.constexpr(1 << (23 - 1))
+assert E8M0_BIAS == 127, "scale_factor uses the E8M0 byte as float32's exponent field (both biased by 127)"
 
 
 @triton.jit
@@ -123,3 +125,15 @@ def e2m1_high(byte):
     """Exact float32 E2M1 value of the high nibble (element 2i + 1) of sign-extended bytes (int32), unscaled."""
     bits = (byte << HIGH_NIBBLE_TO_MAGNITUDE) & E2M1_FLOAT32_BITS
     return bits.to(tl.float32, bitcast=True) * E2M1_TO_FLOAT32_SCALE
+
+
+@triton.jit
+def scale_factor(scale):
+    """float32 ``2 ** (scale - 127)`` of E8M0 bytes (int32 0..255); byte 255 gives NaN, byte 0 gives 2**-127.
+
+    E8M0 and float32 share the exponent bias (127), so byte b is the exponent field of 2**(b - 127) as it is; the
+    two ends need a mantissa bit: 2**-127 is the subnormal 0x00400000 and 0x7FC00000 is a quiet NaN.
+    """
+    special = (scale == 0) | (scale == SCALE_NAN)
+    bits = (scale << FLOAT32_MANTISSA_BITS) | tl.where(special, TOP_MANTISSA_BIT, 0)
+    return bits.to(tl.float32, bitcast=True)

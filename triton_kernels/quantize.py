@@ -15,7 +15,8 @@ Every step is exact:
 * ``ceil``: ``amax <= 6 * 2**floor_rule`` is ``amax <= 1.5 * 2**floor(log2 amax)``: a comparison of mantissa bits;
 * ``x * 2**-e`` is one multiplication by a normal power of two (``-e`` stays within [-126, 127] in every mode),
   exact because the product is normal or far below the first rounding threshold;
-* rounding compares magnitudes against ``mxfp4.spec.E2M1_ROUNDING_THRESHOLDS``, which are exact in float32;
+* rounding to E2M1 is float32 rounding to E2M1's precision: integer round-half-even on the bits for normal
+  magnitudes, the FPU's own rounding (a magic addend) for subnormal ones (see :func:`round_to_e2m1`);
 * ``mse``: see :func:`mse_prefers_high`: the comparison of the two candidates' squared errors is done exactly, in
   integers.
 
@@ -38,8 +39,10 @@ from mxfp4.spec import (
     BYTES_PER_BLOCK,
     CODES_PER_BYTE,
     E2M1_EMAX,
+    E2M1_EXPONENT_BIAS,
+    E2M1_MAGNITUDE_MASK,
+    E2M1_MANTISSA_BITS,
     E2M1_MAX,
-    E2M1_ROUNDING_THRESHOLDS,
     E8M0_MAX_EXPONENT,
     E8M0_MIN_EXPONENT,
     ScaleMode,
@@ -88,12 +91,23 @@ MSE_FIXED_ONE = tl.constexpr(float(2**_MSE_FRACTION_BITS))
 MSE_HALF_UNIT = tl.constexpr(2 ** (_MSE_FRACTION_BITS - 2))
 """Weight of the doubled reconstructions a2 + b2 against s * 2**25: the difference is (4s - 2a - 2b) * 2**23."""
 
-# The seven round-to-nearest-even boundaries between consecutive E2M1 magnitudes, unrolled as constexprs.
-if len(E2M1_ROUNDING_THRESHOLDS) != 7:  # pragma: no cover - the format fixes this
-    raise ImportError("quantize.py unrolls exactly 7 E2M1 rounding thresholds")
-(MID_0, UP_0), (MID_1, UP_1), (MID_2, UP_2), (MID_3, UP_3), (MID_4, UP_4), (MID_5, UP_5), (MID_6, UP_6) = (
-    (tl.constexpr(mid), tl.constexpr(up)) for mid, up in E2M1_ROUNDING_THRESHOLDS
-)
+# Rounding to E2M1 is float32 rounding with E2M1's precision and range. At and above E2M1's smallest normal
+# magnitude (1.0) that is keeping 1 of float32's 23 mantissa bits, ties to even, in integer arithmetic on the bits
+# (a carry out of the mantissa bumps the exponent, as it should); the kept (exponent, mantissa bit) pair minus
+# float32's bias re-biased to E2M1's is the code, saturated at the largest magnitude. Below 1.0 the E2M1 values
+# are the multiples of the subnormal step 0.5: adding a float32 whose ulp is that step rounds the magnitude to
+# it (ties to even, by the FPU), and the sum's low bits count the steps. Exact in every case, no table.
+E2M1_MIN_NORMAL = 2.0 ** (1 - E2M1_EXPONENT_BIAS)
+E2M1_SUBNORMAL_STEP = E2M1_MIN_NORMAL / 2**E2M1_MANTISSA_BITS
+_DROPPED_BITS = _F32_MANTISSA_BITS - E2M1_MANTISSA_BITS
+DROPPED_BITS = tl.constexpr(_DROPPED_BITS)
+HALF_DROPPED_MINUS_ONE = tl.constexpr((1 << (_DROPPED_BITS - 1)) - 1)
+MIN_NORMAL_BITS = tl.constexpr(struct.unpack("<i", struct.pack("<f", E2M1_MIN_NORMAL))[0])  # 1.0
+NORMAL_CODE_OFFSET = tl.constexpr((_F32_EXPONENT_BIAS - E2M1_EXPONENT_BIAS) << E2M1_MANTISSA_BITS)
+MAX_MAGNITUDE_CODE = tl.constexpr(E2M1_MAGNITUDE_MASK)
+_SUBNORMAL_MAGIC = E2M1_SUBNORMAL_STEP * 2.0**_F32_MANTISSA_BITS  # 2**22: its float32 ulp is the step, 0.5
+SUBNORMAL_MAGIC = tl.constexpr(_SUBNORMAL_MAGIC)
+SUBNORMAL_MAGIC_BITS = tl.constexpr(struct.unpack("<i", struct.pack("<f", _SUBNORMAL_MAGIC))[0])
 
 MODE_FLOOR = tl.constexpr(0)
 MODE_CEIL = tl.constexpr(1)
@@ -283,29 +297,19 @@ def float32_bits(raw):
 
 
 @triton.jit
-def _passes(magnitude, midpoint: tl.constexpr, tie_rounds_up: tl.constexpr):
-    """1 where ``magnitude`` is past the boundary ``midpoint`` (a tie counts as past when it rounds up), else 0."""
-    passed = magnitude > midpoint
-    if tie_rounds_up:
-        passed = magnitude >= midpoint
-    return passed.to(tl.int32)
-
-
-@triton.jit
 def round_to_e2m1(scaled, negative):
     """E2M1 codes (int32 0..15) of scaled float32 values: nearest magnitude, ties to even, saturating at 6.
 
     ``negative`` (the sign bit of the unscaled input) becomes the code's sign bit even when the value rounds to 0,
-    as ``ml_dtypes.float4_e2m1fn`` keeps -0. NaN magnitudes pass no boundary (code 0); callers override NaN blocks.
+    as ``ml_dtypes.float4_e2m1fn`` keeps -0. Codes of NaN / Inf inputs are meaningless: callers zero those blocks.
     """
     magnitude = tl.abs(scaled)
-    code = _passes(magnitude, MID_0, UP_0)
-    code += _passes(magnitude, MID_1, UP_1)
-    code += _passes(magnitude, MID_2, UP_2)
-    code += _passes(magnitude, MID_3, UP_3)
-    code += _passes(magnitude, MID_4, UP_4)
-    code += _passes(magnitude, MID_5, UP_5)
-    code += _passes(magnitude, MID_6, UP_6)
+    bits = magnitude.to(tl.int32, bitcast=True)
+    tie_to_even = (bits >> DROPPED_BITS) & 1
+    normal = ((bits + HALF_DROPPED_MINUS_ONE + tie_to_even) >> DROPPED_BITS) - NORMAL_CODE_OFFSET
+    normal = tl.minimum(normal, MAX_MAGNITUDE_CODE)
+    subnormal = (magnitude + SUBNORMAL_MAGIC).to(tl.int32, bitcast=True) - SUBNORMAL_MAGIC_BITS
+    code = tl.where(bits < MIN_NORMAL_BITS, subnormal, normal)
     return code | tl.where(negative, SIGN_BIT, 0)
 
 

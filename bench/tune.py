@@ -1,0 +1,260 @@
+"""Launch-parameter sweeps on a GPU: where the schedule tables in the kernel modules come from.
+
+    python3 bench/tune.py                       # every sweep (a few minutes on an H100), a table per sweep
+    python3 bench/tune.py moe-decode elementwise --json bench/out/tune.json
+
+Sweeps (each prints the current table entry first, then the candidates, fastest first):
+  moe-decode   the decode launches of the MoE at T = 1 and 8 tokens, E = 32, top-4, H = I = 2880, timed one by one
+               (router, gate_up GEMV, down GEMV), and the GEMVs' launch shapes.
+  moe-router   the router at T = 1, 8, 16 (decode kernel: its K step and warps) and 64 (prefill kernel), E = 32, 128.
+  moe-crossover  the whole MoE layer at T = 1..16, E = 32 and 128, with the GEMVs and with the tensor-core tiles.
+  elementwise  quantize (floor, bf16 [16384, 8192] = 256 MiB) and dequantize (GPT-OSS experts [16, 5760, 90, 16]
+               -> bf16, 530 MB): ELEMENTS_PER_PROGRAM x MAX_GROUP_TILE x num_warps, as % of the copy bandwidth.
+
+Timing: kernels are captured in a CUDA graph, ``CALLS`` launches per graph, each on its own copy of the weights
+(rotated through more than the 50 MB L2), and the median replay of several is divided by ``CALLS``. Inputs are
+random bytes, never zeros. Nothing here is a test: the chosen values go into the modules by hand, with the
+numbers, and into bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+
+import torch
+
+CALLS = 8
+
+
+def graph_us(launches, repeats: int = 7) -> float:
+    """Median microseconds per launch of ``launches`` (a list of closures) replayed from one CUDA graph."""
+    for fn in launches:  # compile and warm up outside the capture
+        fn()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for fn in launches:
+            fn()
+    graph.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3 / len(launches))
+    return sorted(times)[len(times) // 2]
+
+
+def copy_bandwidth_gbs(nbytes: int = 1 << 30) -> float:
+    """Device-to-device copy, bytes read + written per second, timed eagerly (inside a CUDA graph the copy
+    becomes a memcpy node that runs slower than the copy kernel the ops are compared with)."""
+    src = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    times = []
+    for _ in range(12):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        dst.copy_(src)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3)
+    return 2 * nbytes / sorted(times[2:])[len(times[2:]) // 2] / 1e3
+
+
+def table(title: str, rows: list[dict], key: str) -> None:
+    print(f"\n== {title}")
+    if not rows:
+        return
+    cols = list(rows[0])
+    print("  " + " | ".join(cols))
+    for row in sorted(rows, key=lambda r: (r.get("current") != "*", r[key])):
+        print("  " + " | ".join(f"{row[c]:.2f}" if isinstance(row[c], float) else str(row[c]) for c in cols))
+
+
+# --- MoE decode -----------------------------------------------------------------------------------------------
+def sweep_moe_decode(results: dict) -> None:
+    sys.path.insert(0, "bench")
+    from bench_moe import HIDDEN, TOP_K, gpt_oss_layer
+
+    from mxfp4.triton_kernels import moe, moe_down_gemv, moe_gate_up_gemv, moe_routing
+
+    experts = 32
+    layers = [gpt_oss_layer.__wrapped__(experts) for _ in range(3)]  # 3 x 400 MB: past L2 when rotated
+    rows = []
+    for tokens in (1, 8):
+        x = torch.randn(tokens, HIDDEN, device="cuda").to(torch.bfloat16)
+        routed = [moe_routing.route(x, rw, rb, TOP_K) for rw, rb, *_ in layers]
+        acts = []
+        for (ids, _), (_, _, w1, b1, _, _) in zip(routed, layers):
+            acts.append(moe_gate_up_gemv.gate_up_swiglu_gemv(
+                x, ids, w1.blocks, w1.scales, b1, 1.702, 7.0, moe.gemv_schedule(tokens * TOP_K)[0], torch.bfloat16))
+
+        def per_layer(make):
+            return [make(i) for i in range(len(layers))] * (CALLS // len(layers) + 1)
+
+        route_us = graph_us(per_layer(lambda i: lambda: moe_routing.route(x, layers[i][0], layers[i][1], TOP_K)))
+        whole_us = graph_us(per_layer(lambda i: lambda: moe.moe(
+            x, layers[i][0], layers[i][1], layers[i][2].blocks, layers[i][2].scales, layers[i][3],
+            layers[i][4].blocks, layers[i][4].scales, layers[i][5], TOP_K, 1.702, 7.0, "hopper")))
+
+        def gate_up(config):
+            return per_layer(lambda i: lambda: moe_gate_up_gemv.gate_up_swiglu_gemv(
+                x, routed[i][0], layers[i][2].blocks, layers[i][2].scales, layers[i][3], 1.702, 7.0, config,
+                torch.bfloat16))
+
+        def down(config):
+            return per_layer(lambda i: lambda: moe_down_gemv.down_combine_gemv(
+                acts[i], routed[i][0], routed[i][1], layers[i][4].blocks, layers[i][4].scales, layers[i][5],
+                config, torch.bfloat16))
+
+        sweep_rows = []
+        for name, launches, current, space in (
+            ("gate_up", gate_up, moe.gemv_schedule(tokens * TOP_K)[0], itertools.product((4, 8, 16, 32), (4, 8, 16), (4, 8), (1,))),
+            ("down", down, moe.gemv_schedule(tokens * TOP_K)[1], itertools.product((2, 4, 8, 16), (4, 8, 16), (4, 8), (1,))),
+        ):
+            for block_n, block_g, warps, stages in space:
+                config = moe.GemvConfig(block_n, block_g, warps, stages)
+                try:
+                    us = graph_us(launches(config))
+                except Exception as e:  # a shape that does not compile is a result too
+                    print(f"  {name} {config}: {type(e).__name__} {str(e)[:120]}")
+                    continue
+                sweep_rows.append({"kernel": name, "tokens": tokens, "block_n": block_n, "block_g": block_g,
+                                   "warps": warps, "us": us, "current": "*" if config == current else ""})
+        for kernel in ("gate_up", "down"):
+            table(f"MoE decode {kernel} GEMV, T={tokens}, E={experts} (us per launch)",
+                  [r for r in sweep_rows if r["kernel"] == kernel], "us")
+
+        best = {k: min(r["us"] for r in sweep_rows if r["kernel"] == k) for k in ("gate_up", "down")}
+        print(f"\n  T={tokens}: whole MoE (current tables) {whole_us:.1f} us; router {route_us:.1f} us; "
+              f"best gate_up {best['gate_up']:.1f} us, best down {best['down']:.1f} us")
+        rows += sweep_rows
+        results.setdefault("moe_decode_whole_us", {})[tokens] = whole_us
+    results["moe_decode"] = rows
+
+
+
+def sweep_moe_router(results: dict) -> None:
+    sys.path.insert(0, "bench")
+    from bench_moe import HIDDEN, TOP_K, gpt_oss_layer
+
+    from mxfp4.triton_kernels import moe_routing
+
+    rows = []
+    for experts in (32, 128):
+        routers = [gpt_oss_layer(experts)[:2] for _ in range(1)] * CALLS
+        for tokens in (1, 8, 16, 64):
+            x = torch.randn(tokens, HIDDEN, device="cuda").to(torch.bfloat16)
+            saved = (moe_routing.DECODE_TILE_ELEMENTS, moe_routing.ROUTE_NUM_WARPS)
+            for tile, warps in itertools.product((1024, 2048, 4096, 8192), (4, 8)):
+                if tokens > moe_routing.ROUTE_BLOCK_T and (tile, warps) != saved:
+                    continue  # the prefill kernel does not read these
+                moe_routing.DECODE_TILE_ELEMENTS, moe_routing.ROUTE_NUM_WARPS = tile, warps
+                us = graph_us([lambda r=r: moe_routing.route(x, r[0], r[1], TOP_K) for r in routers])
+                rows.append({"experts": experts, "tokens": tokens, "tile_elements": tile, "warps": warps, "us": us,
+                             "current": "*" if (tile, warps) == saved else ""})
+            moe_routing.DECODE_TILE_ELEMENTS, moe_routing.ROUTE_NUM_WARPS = saved
+    table("MoE router (us)", rows, "us")
+    results["moe_router"] = rows
+
+
+def sweep_moe_crossover(results: dict) -> None:
+    sys.path.insert(0, "bench")
+    from bench_moe import HIDDEN, TOP_K, gpt_oss_layer
+
+    from mxfp4.triton_kernels import moe
+
+    # Where the decode GEMVs should hand over to the tensor-core tiles: the whole MoE both ways, per token count.
+    crossover = []
+    saved = moe.GEMV_MAX_PAIRS
+    for experts in (32, 128):
+        copies = [gpt_oss_layer.__wrapped__(experts) for _ in range(3 if experts == 32 else 1)]
+        for tokens in (1, 2, 4, 8, 16):
+            x = torch.randn(tokens, HIDDEN, device="cuda").to(torch.bfloat16)
+            for name, limit in (("gemv", 10**9), ("tensor-core", 0)):
+                moe.GEMV_MAX_PAIRS = limit
+                us = graph_us([lambda c=c: moe.moe(
+                    x, c[0], c[1], c[2].blocks, c[2].scales, c[3], c[4].blocks, c[4].scales, c[5], TOP_K, 1.702, 7.0,
+                    "hopper") for c in copies] * (CALLS // len(copies) + 1))
+                crossover.append({"experts": experts, "tokens": tokens, "schedule": name, "us": us,
+                                  "current": "*" if (tokens * TOP_K <= saved) == (name == "gemv") else ""})
+            moe.GEMV_MAX_PAIRS = saved
+        del copies
+    table("MoE decode, whole layer: GEMVs vs tensor-core tiles (us; * = what GEMV_MAX_PAIRS picks)", crossover, "us")
+    results["moe_decode_crossover"] = crossover
+
+
+# --- quantize / dequantize ---------------------------------------------------------------------------------------
+def sweep_elementwise(results: dict) -> None:
+    import mxfp4
+    from mxfp4.triton_kernels import dequantize as dq
+    from mxfp4.triton_kernels import quantize as q
+
+    bandwidth = copy_bandwidth_gbs()
+    print(f"\n  copy bandwidth {bandwidth:.0f} GB/s (read + write)")
+    x = [torch.randn(16384, 8192, device="cuda").to(torch.bfloat16) for _ in range(2)]
+    quant_bytes = x[0].numel() * (2 + 17 / 32)
+    packed = [mxfp4.quantize(t) for t in x]
+    experts = [(torch.randint(0, 256, (16, 5760, 90, 16), dtype=torch.uint8, device="cuda"),
+                torch.randint(118, 124, (16, 5760, 90), dtype=torch.uint8, device="cuda")) for _ in range(2)]
+    out = torch.empty((16, 5760, 2880), dtype=torch.bfloat16, device="cuda")
+    dequant_bytes = out.numel() * (2 + 17 / 32)
+    del packed
+    rows = []
+    for name, module, launches, nbytes in (
+        ("quantize floor bf16 [16384, 8192]", q,
+         lambda: [lambda t=t: mxfp4.quantize(t, backend="hopper") for t in x] * (CALLS // 2), quant_bytes),
+        ("dequantize experts [16, 5760, 90, 16] -> bf16", dq,
+         lambda: [lambda e=e: dq.dequantize(e[0], e[1], torch.bfloat16, 2880, "hopper", out=out)
+                  for e in experts] * (CALLS // 2), dequant_bytes),
+    ):
+        saved = (module.ELEMENTS_PER_PROGRAM, module.MAX_GROUP_TILE, dict(module.NUM_WARPS))
+        current = (*saved[:2], module.NUM_WARPS[mxfp4.Backend.HOPPER])
+        for per_program, group_tile, warps in itertools.product((2048, 4096, 8192, 16384), (4, 8, 16, 32), (4, 8)):
+            if per_program < group_tile * 32:
+                continue
+            module.ELEMENTS_PER_PROGRAM, module.MAX_GROUP_TILE = per_program, group_tile
+            module.NUM_WARPS.update({k: warps for k in module.NUM_WARPS})
+            us = graph_us(launches())
+            rows.append({"op": name.split()[0], "elements_per_program": per_program, "max_group_tile": group_tile,
+                         "warps": warps, "us": us, "pct_of_copy": 100 * nbytes / us / 1e3 / bandwidth,
+                         "current": "*" if (per_program, group_tile, warps) == current else ""})
+        module.ELEMENTS_PER_PROGRAM, module.MAX_GROUP_TILE = saved[:2]
+        module.NUM_WARPS.update(saved[2])
+        table(name, [r for r in rows if r["op"] == name.split()[0]], "us")
+    results["elementwise"] = rows
+    results["copy_bandwidth_gbs"] = bandwidth
+
+
+SWEEPS = {"moe-decode": sweep_moe_decode, "moe-router": sweep_moe_router, "moe-crossover": sweep_moe_crossover,
+          "elementwise": sweep_elementwise}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweeps", nargs="*", help=f"any of {', '.join(SWEEPS)} (default: all)")
+    parser.add_argument("--json", help="write every timing here")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("bench/tune.py times kernels on a CUDA GPU; none here", file=sys.stderr)
+        return 2
+    unknown = set(args.sweeps) - set(SWEEPS)
+    if unknown:
+        parser.error(f"unknown sweep(s) {sorted(unknown)}; choose from {list(SWEEPS)}")
+    results: dict = {"device": torch.cuda.get_device_name(0)}
+    for name in args.sweeps or SWEEPS:
+        SWEEPS[name](results)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
