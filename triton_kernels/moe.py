@@ -205,16 +205,9 @@ def compile_specs(backend: Backend, activation: torch.dtype | None = None,
             (moe_gate_up_gemv.gate_up_swiglu_gemv_kernel, moe_gate_up_gemv, gate_up_config),
             (moe_down_gemv.down_combine_gemv_kernel, moe_down_gemv, down_config),
         ):
-            specs.append({
-                "name": (f"moe_{kernel.__name__.removesuffix('_kernel')}_{backend.value}_{act_type}"
-                         f"_n{config.block_n}_g{config.block_g}_w{config.num_warps}"),
-                "fn": kernel,
-                "signature": module.signature(act_type, hidden_act_type),
-                "constexprs": {**module.GPT_OSS_CONSTEXPRS, **config.constexprs()},
-                "num_warps": config.num_warps,
-                "num_stages": config.num_stages,
-                "divisible_by_16": module.GPT_OSS_DIVISIBLE_BY_16,
-            })
+            name = (f"moe_{kernel.__name__.removesuffix('_kernel')}_{backend.value}_{act_type}"
+                    f"_n{config.block_n}_g{config.block_g}_w{config.num_warps}")
+            specs.append(_spec(name, kernel, module, config, act_type, hidden_act_type))
     for experts in num_experts:
         specs += moe_routing.compile_specs(act_type, experts)
         specs += moe_sort.compile_specs(experts)
@@ -224,13 +217,19 @@ def compile_specs(backend: Backend, activation: torch.dtype | None = None,
                 (moe_gate_up.gate_up_swiglu_kernel, moe_gate_up, gate_up_config),
                 (moe_down.down_kernel, moe_down, down_config),
             ):
-                specs.append({
-                    "name": f"moe_{kernel.__name__.removesuffix('_kernel')}_{backend.value}_{regime}_{act_type}_e{experts}",
-                    "fn": kernel,
-                    "signature": module.signature(act_type, hidden_act_type),
-                    "constexprs": {**module.GPT_OSS_CONSTEXPRS, **config.constexprs()},
-                    "num_warps": config.num_warps,
-                    "num_stages": config.num_stages,
-                    "divisible_by_16": module.GPT_OSS_DIVISIBLE_BY_16,
-                })
+                name = f"moe_{kernel.__name__.removesuffix('_kernel')}_{backend.value}_{regime}_{act_type}_e{experts}"
+                specs.append(_spec(name, kernel, module, config, act_type, hidden_act_type))
     return specs
+
+
+def _spec(name, kernel, module, config, act_type: str, hidden_act_type: str) -> dict:
+    """One cubin spec of an MoE GEMM kernel (module: its file, with ``signature`` and the GPT-OSS specializations)."""
+    return {
+        "name": name,
+        "fn": kernel,
+        "signature": module.signature(act_type, hidden_act_type),
+        "constexprs": {**module.GPT_OSS_CONSTEXPRS, **config.constexprs()},
+        "num_warps": config.num_warps,
+        "num_stages": config.num_stages,
+        "divisible_by_16": module.GPT_OSS_DIVISIBLE_BY_16,
+    }

@@ -151,6 +151,14 @@ def compile_specs(activation: str, num_experts: int) -> list[dict]:
 
 
 @triton.jit
+def load_activations(x_ptr, token, token_ok, h0, hidden, stride_xt, stride_xh, BLOCK_H: tl.constexpr):
+    """``x[token, h0 : h0 + BLOCK_H]`` as loaded (zeros past T and H): ``[len(token), BLOCK_H]``."""
+    h = h0 + tl.arange(0, BLOCK_H)
+    return tl.load(x_ptr + token[:, None] * stride_xt + h[None, :] * stride_xh,
+                   mask=token_ok[:, None] & (h < hidden)[None, :], other=0.0)
+
+
+@triton.jit
 def pick_experts(logits, token, token_ok, expert, expert_ok, ids_ptr, weights_ptr, counts_ptr, sorted_pairs_ptr,
                  top_k, BLOCK_T: tl.constexpr, BLOCK_E: tl.constexpr, FUSED_SORT: tl.constexpr):
     """Top-k of float32 ``logits [BLOCK_T, BLOCK_E]`` (bias included), the softmax over the picked ones, stored
@@ -206,11 +214,9 @@ def route_decode_kernel(
     # Products in float32 (exact for 16-bit inputs), summed per column across K steps, then across columns.
     acc = tl.zeros((BLOCK_T, BLOCK_H), dtype=tl.float32)
     for h0 in range(0, hidden, BLOCK_H):
+        x = load_activations(x_ptr, token, token_ok, h0, hidden, stride_xt, stride_xh, BLOCK_H).to(tl.float32)
         h = h0 + tl.arange(0, BLOCK_H)
-        h_ok = h < hidden
-        x = tl.load(x_ptr + token[:, None] * stride_xt + h[None, :] * stride_xh,
-                    mask=token_ok[:, None] & h_ok[None, :], other=0.0).to(tl.float32)
-        w = tl.load(router_w_ptr + e.to(tl.int64) * hidden + h, mask=h_ok, other=0.0).to(tl.float32)
+        w = tl.load(router_w_ptr + e.to(tl.int64) * hidden + h, mask=h < hidden, other=0.0).to(tl.float32)
         acc += x * w[None, :]
     logit = tl.sum(acc, axis=1) + tl.load(router_b_ptr + e).to(tl.float32)
     tl.store(logits_ptr + token * BLOCK_E + e, logit, mask=token_ok)
@@ -245,12 +251,10 @@ def route_topk_softmax_kernel(
 
     logits = tl.zeros((BLOCK_T, BLOCK_E), dtype=tl.float32)
     for h0 in range(0, hidden, BLOCK_H):
+        x = load_activations(x_ptr, token, token_ok, h0, hidden, stride_xt, stride_xh, BLOCK_H)
         h = h0 + tl.arange(0, BLOCK_H)
-        h_ok = h < hidden
-        x = tl.load(x_ptr + token[:, None] * stride_xt + h[None, :] * stride_xh,
-                    mask=token_ok[:, None] & h_ok[None, :], other=0.0)
         w_t = tl.load(router_w_ptr + expert[None, :] * hidden + h[:, None],
-                      mask=expert_ok[None, :] & h_ok[:, None], other=0.0)
+                      mask=expert_ok[None, :] & (h < hidden)[:, None], other=0.0)
         if NATIVE_DOT:
             logits = tl.dot(x, w_t, logits)
         else:
