@@ -148,7 +148,7 @@ def sweep_moe_router(results: dict) -> None:
 
     rows = []
     for experts in (32, 128):
-        routers = [gpt_oss_layer(experts)[:2] for _ in range(1)] * CALLS
+        routers = [gpt_oss_layer(experts)[:2]] * CALLS
         for tokens in (1, 8, 16, 64):
             x = torch.randn(tokens, HIDDEN, device="cuda").to(torch.bfloat16)
             saved = (moe_routing.DECODE_TILE_ELEMENTS, moe_routing.ROUTE_NUM_WARPS)

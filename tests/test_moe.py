@@ -25,7 +25,7 @@ TRITON_BACKENDS = ("hopper", "bf16", "fp32")
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
-from mxfp4.triton_kernels.moe_common import decode_e2m1_byte, e2m1_high, e2m1_low, scale_factor, sign_extend  # noqa: E402
+from mxfp4.triton_kernels.mx import e2m1_high, e2m1_low, scale_factor, sign_extend  # noqa: E402
 from mxfp4.triton_kernels.mx import decode_mxfp4, unpack_high, unpack_low  # noqa: E402
 
 ALL_BACKENDS = ("torch",) + TRITON_BACKENDS
@@ -259,37 +259,34 @@ def separated_router(rng, experts, hidden, gap=0.05):
 
 @triton.jit
 def both_decodes_kernel(out_ptr):
-    """Test kernel: the lean MoE decode and mx.decode_mxfp4 on every (byte, scale byte) pair."""
+    """Test kernel: the GEMMs' lean decode and mx.decode_mxfp4 on every (byte, scale byte) pair."""
     byte = tl.arange(0, 256)[:, None]
     scale = tl.arange(0, 256)[None, :]
-    low, high = decode_e2m1_byte(byte, scale_factor(scale))
     offsets = byte * 256 + scale
-    tl.store(out_ptr + offsets, low)
-    tl.store(out_ptr + 65536 + offsets, high)
-    tl.store(out_ptr + 2 * 65536 + offsets, decode_mxfp4(unpack_low(byte), scale))
-    tl.store(out_ptr + 3 * 65536 + offsets, decode_mxfp4(unpack_high(byte), scale))
+    tl.store(out_ptr + offsets, decode_mxfp4(unpack_low(byte), scale))
+    tl.store(out_ptr + 65536 + offsets, decode_mxfp4(unpack_high(byte), scale))
     # The GEMMs' hot-loop decode: from the sign-extended byte, scale applied afterwards (as the tiles do).
     byte_i32 = sign_extend(byte.to(tl.uint8))
-    tl.store(out_ptr + 4 * 65536 + offsets, e2m1_low(byte_i32) * scale_factor(scale))
-    tl.store(out_ptr + 5 * 65536 + offsets, e2m1_high(byte_i32) * scale_factor(scale))
+    tl.store(out_ptr + 2 * 65536 + offsets, e2m1_low(byte_i32) * scale_factor(scale))
+    tl.store(out_ptr + 3 * 65536 + offsets, e2m1_high(byte_i32) * scale_factor(scale))
 
 
 @TRITON_ONLY
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # mx.decode_mxfp4 on scale 255
 def test_lean_decode_is_bit_identical_to_mx_decode(device):
-    """The moe_common decodes (decode_e2m1_byte, and e2m1_low/high of the sign-extended byte times scale_factor)
-    equal mx.decode_mxfp4 on all 256 bytes x 256 scale bytes, bitwise."""
-    out = torch.empty(6, 256, 256, dtype=torch.float32, device=device)
+    """e2m1_low/high of the sign-extended byte times scale_factor (the MoE GEMMs' decode) equal mx.decode_mxfp4 on
+    all 256 bytes x 256 scale bytes, bitwise."""
+    out = torch.empty(4, 256, 256, dtype=torch.float32, device=device)
     both_decodes_kernel[(1,)](out)
-    reference_decode = out[2:4].cpu()
-    for name, lean in (("decode_e2m1_byte", out[:2].cpu()), ("e2m1_low/high(sign_extend)", out[4:6].cpu())):
-        same = (lean.view(torch.int32) == reference_decode.view(torch.int32)) | (lean.isnan() & reference_decode.isnan())
-        if not same.all():
-            nibble, byte, scale = same.logical_not().nonzero()[0].tolist()
-            raise AssertionError(f"{name}: byte {byte:#04x} ({'high' if nibble else 'low'} nibble), scale {scale}: "
-                                 f"{lean[nibble, byte, scale].item()!r} != mx.decode_mxfp4 "
-                                 f"{reference_decode[nibble, byte, scale].item()!r}")
-        assert lean[:, :, 255].isnan().all() and not lean[:, :, :255].isnan().any(), name
+    reference_decode, lean = out[:2].cpu(), out[2:].cpu()
+    name = "e2m1_low/high(sign_extend)"
+    same = (lean.view(torch.int32) == reference_decode.view(torch.int32)) | (lean.isnan() & reference_decode.isnan())
+    if not same.all():
+        nibble, byte, scale = same.logical_not().nonzero()[0].tolist()
+        raise AssertionError(f"{name}: byte {byte:#04x} ({'high' if nibble else 'low'} nibble), scale {scale}: "
+                             f"{lean[nibble, byte, scale].item()!r} != mx.decode_mxfp4 "
+                             f"{reference_decode[nibble, byte, scale].item()!r}")
+    assert lean[:, :, 255].isnan().all() and not lean[:, :, :255].isnan().any(), name
 
 
 @TRITON_ONLY

@@ -89,11 +89,12 @@ def reduction_workspace(cache: dict, device: torch.device, stream: int, floats: 
     return ws
 
 
-def current_stream(device: torch.device) -> int:
-    """The raw handle of ``device``'s current stream (0 on the CPU, where the interpreter runs in order)."""
-    if device.type != "cuda":
+def current_stream(device_index: int) -> int:
+    """The raw handle of the current stream on CUDA device ``device_index`` (``tensor.get_device()``); 0 for the CPU
+    (-1), where the interpreter runs launches in order."""
+    if device_index < 0:
         return 0
-    return triton.runtime.driver.active.get_current_stream(device.index)
+    return triton.runtime.driver.active.get_current_stream(device_index)
 
 
 @triton.jit

@@ -45,7 +45,7 @@ import triton.language as tl
 from mxfp4.dispatch import Backend, BackendUnavailableError, triton_interpreter_enabled
 from mxfp4.spec import BLOCK_SIZE, BYTES_PER_BLOCK, E8M0_BIAS, num_blocks
 
-from .launch import reduction_workspace
+from .launch import current_stream, reduction_workspace
 from .mx import e2m1_high, e2m1_low, scale_factor
 
 __all__ = ["matmul", "compile_specs", "GemvConfig", "TileConfig", "choose_plan"]
@@ -552,16 +552,12 @@ def matmul(a: torch.Tensor, blocks: torch.Tensor, scales: torch.Tensor, bias: to
         if aligned:  # misaligned views are rare: they always take the JIT path, which specializes per call
             _LAUNCHES[key] = record
     plan = record.plan
-    stream = _current_stream(device_index)
+    stream = current_stream(device_index)
     partials, counters = _workspace(a.device, stream, plan.partial_elems, plan.tiles)
     args = args[:5] + (partials, counters) + args[7:11] + (plan.groups_per_split,) + args[12:]
     _launch(plan, args, dict(plan.constexprs, HAS_BIAS=bias is not None), record if aligned else None,
             device_index, stream)
     return out
-
-
-def _current_stream(device_index: int) -> int:
-    return triton.runtime.driver.active.get_current_stream(device_index)
 
 
 @functools.lru_cache(maxsize=None)

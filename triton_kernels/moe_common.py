@@ -4,8 +4,8 @@ tile of a tensor-core step, the block sums of a GEMV step), SwiGLU, the bf16 dot
 Not a kernel: host helpers and ``@triton.jit`` device functions that the MoE kernels inline.
 
 MXFP4 decode. The inner loops decode every weight element (at prefill, once per row tile), so their integer
-work bounds them. ``e2m1_low`` / ``e2m1_high`` (from the sign-extended byte) and ``decode_e2m1_byte`` place the
-E2M1 bits straight into a float32 and ``scale_factor`` uses the scale byte as float32's exponent field: exactly
+work bounds them. ``mx.e2m1_low`` / ``e2m1_high`` (from the sign-extended byte) place the E2M1 bits straight into
+a float32 and ``mx.scale_factor`` uses the scale byte as float32's exponent field: exactly
 the values of ``mx.decode_mxfp4`` (tests/test_moe.py checks all 256 bytes x 256 scale bytes bitwise) at ~4
 operations per element instead of ~27.
 
@@ -21,29 +21,11 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from mxfp4.spec import (
-    BYTES_PER_BLOCK,
-    E2M1_MAGNITUDE_MASK,
-    E2M1_MANTISSA_BITS,
-    E2M1_SIGN_BIT,
-    E8M0_BIAS,
-    E8M0_NAN,
-    NIBBLE_BITS,
-)
+from mxfp4.spec import BYTES_PER_BLOCK, E8M0_BIAS
 
-from .mx import E2M1_TO_FLOAT32_SCALE, e2m1_high, e2m1_low, scale_factor, sign_extend  # noqa: E402,F401  (tests import them from here)
+from .mx import e2m1_high, e2m1_low, scale_factor, sign_extend
 
 BYTES_PER_SCALE = tl.constexpr(BYTES_PER_BLOCK)
-
-# The E2M1 -> float32 bit placement of decode_e2m1_byte, from the format's constants.
-_FLOAT32_SIGN_BIT, _FLOAT32_MANTISSA_BITS, _FLOAT32_EXPONENT_BIAS = 31, 23, 127
-FLOAT32_MANTISSA_BITS = tl.constexpr(_FLOAT32_MANTISSA_BITS)
-SCALE_NAN = tl.constexpr(E8M0_NAN)
-CODE_BITS = tl.constexpr(NIBBLE_BITS)
-E2M1_SIGN = tl.constexpr(E2M1_SIGN_BIT)
-E2M1_MAGNITUDE = tl.constexpr(E2M1_MAGNITUDE_MASK)
-SIGN_TO_FLOAT32 = tl.constexpr(_FLOAT32_SIGN_BIT - (E2M1_SIGN_BIT.bit_length() - 1))  # 28
-MAGNITUDE_TO_FLOAT32 = tl.constexpr(_FLOAT32_MANTISSA_BITS - E2M1_MANTISSA_BITS)  # 22
 
 
 def next_power_of_2_at_least(n: int, minimum: int) -> int:
@@ -78,26 +60,6 @@ def expert_tile(counts_ptr, num_experts, tile, BLOCK_M: tl.constexpr, BLOCK_E: t
     return expert, first_row_of_expert + local, count - local
 
 
-@triton.jit
-def decode_e2m1_byte(packed, factor):
-    """``(low, high)`` float32 values of the two E2M1 codes in each byte (int32), times ``factor`` (float32).
-
-    Bit-identical to ``mx.decode_mxfp4(unpack_low/high(packed), scale)`` for ``factor = scale_factor(scale)``
-    (tested exhaustively) at about a third of the integer work: the hot loop of every MoE GEMM runs this on each
-    weight element (for prefill, once per row tile), so its instruction count bounds the GEMMs, not the memory.
-    The code's sign bit goes to float32's sign, its 2 exponent + 1 mantissa bits to the bottom of float32's
-    exponent and the top of its mantissa: that float is E2M1 * 2**-126 (codes 0 and 1, the E2M1 subnormals,
-    become float32 subnormals), and multiplying by 2**126 is exact.
-    """
-    low = ((packed & E2M1_SIGN) << SIGN_TO_FLOAT32) | ((packed & E2M1_MAGNITUDE) << MAGNITUDE_TO_FLOAT32)
-    high_code = packed >> CODE_BITS
-    high = ((high_code & E2M1_SIGN) << SIGN_TO_FLOAT32) | ((high_code & E2M1_MAGNITUDE) << MAGNITUDE_TO_FLOAT32)
-    low = (low.to(tl.float32, bitcast=True) * E2M1_TO_FLOAT32_SCALE) * factor
-    high = (high.to(tl.float32, bitcast=True) * E2M1_TO_FLOAT32_SCALE) * factor
-    return low, high
-
-
-# The hot-loop decode (e2m1_low / e2m1_high of sign-extended bytes) lives in mx.py, shared with matmul.py.
 #: E8M0 byte of 1.0: what masked scale loads read, so a masked block contributes 0 * 1.
 SCALE_ONE = tl.constexpr(E8M0_BIAS)
 BLOCK_ELEMENTS = tl.constexpr(2 * BYTES_PER_BLOCK)

@@ -68,7 +68,7 @@ def route(x: torch.Tensor, router_w: torch.Tensor, router_b: torch.Tensor, top_k
     block_e = route_block_e(num_experts)
     if decode:
         block_t = triton.next_power_of_2(tokens)
-        logits, counters = reduction_workspace(_WORKSPACES, x.device, current_stream(x.device),
+        logits, counters = reduction_workspace(_WORKSPACES, x.device, current_stream(x.get_device()),
                                                ROUTE_BLOCK_T * block_e, 1)
         route_decode_kernel[(num_experts,)](
             x, router_w, router_b, ids, weights, counts, sorted_pairs, logits, counters,

@@ -18,6 +18,9 @@ from mxfp4.spec import (
     NIBBLE_MASK,
 )
 
+# float32 layout: sign bit 31 | 8 exponent bits (bias 127) | 23 mantissa bits.
+_F32_SIGN_BIT, _F32_MANTISSA_BITS, _F32_EXPONENT_BIAS = 31, 23, 127
+
 # As tl.constexpr so the jit functions below can read them.
 SIGN_BIT = tl.constexpr(E2M1_SIGN_BIT)
 MAGNITUDE_MASK = tl.constexpr(E2M1_MAGNITUDE_MASK)
@@ -27,10 +30,10 @@ LOW_NIBBLE = tl.constexpr(NIBBLE_MASK)
 HIGH_SHIFT = tl.constexpr(NIBBLE_BITS)
 # E8M0 spans 2**-127 .. 2**127 and float32's normal range stops at 2**-126, so a scale is applied as two normal
 # powers of two whose product is exact; FLOAT32_EXPONENT_BIAS builds each one from its exponent bits.
-FLOAT32_EXPONENT_BIAS = tl.constexpr(127)
-FLOAT32_MANTISSA_BITS = tl.constexpr(23)
-TOP_MANTISSA_BIT = tl.constexpr(1 << (23 - 1))
-assert E8M0_BIAS == 127, "scale_factor uses the E8M0 byte as float32's exponent field (both biased by 127)"
+FLOAT32_EXPONENT_BIAS = tl.constexpr(_F32_EXPONENT_BIAS)
+FLOAT32_MANTISSA_BITS = tl.constexpr(_F32_MANTISSA_BITS)
+TOP_MANTISSA_BIT = tl.constexpr(1 << (_F32_MANTISSA_BITS - 1))
+assert E8M0_BIAS == _F32_EXPONENT_BIAS, "scale_factor uses the E8M0 byte as float32's exponent field"
 
 
 @triton.jit
@@ -95,7 +98,6 @@ def unpack_high(byte):
 # sign-extended to int32 (``u8 -> i8 -> i32``, one instruction) gives the high nibble its sign bit for free.
 # The scale is applied separately (once per 32-element block sum, or to a decoded tile). Tests check both nibbles
 # against decode_mxfp4 for every byte (tests/test_triton_matmul.py, tests/test_moe.py).
-_F32_SIGN_BIT, _F32_MANTISSA_BITS, _F32_EXPONENT_BIAS = 31, 23, 127
 LOW_NIBBLE_TO_TOP = tl.constexpr(32 - NIBBLE_BITS)  # the low nibble's sign bit -> float32's sign bit
 TOP_TO_MAGNITUDE = tl.constexpr(32 - NIBBLE_BITS - (_F32_MANTISSA_BITS - E2M1_MANTISSA_BITS))  # bit 28 -> 22: 6
 HIGH_NIBBLE_TO_MAGNITUDE = tl.constexpr(_F32_MANTISSA_BITS - E2M1_MANTISSA_BITS - NIBBLE_BITS)  # 18

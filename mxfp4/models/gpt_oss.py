@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from ..moe_layer import moe
+from ..torch_ops import compile_policy
 from ..spec import BYTES_PER_BLOCK, E8M0_BIAS, num_blocks
 from ..tensor import MXFP4Tensor
 
@@ -247,8 +248,6 @@ def fused(fn):
     @functools.wraps(fn)
     def run(*args, **kwargs):
         nonlocal compiled
-        from ..torch_ops import compile_policy
-
         if not args[0].is_cuda or compile_policy() == "never":
             return fn(*args, **kwargs)
         if compiled is None:
