@@ -2,7 +2,8 @@
 
 Odd shapes and partial last blocks, so any load or store past an extent shows up as an invalid access.
 Run by bench/gpu.sh:  compute-sanitizer --tool memcheck --error-exitcode 9 python3 bench/sanitize.py [--only-moe]
-(MoE: T = 70 tokens take the tiled schedule, T = 1 and 9 the GEMV decode schedule.)
+(MoE: T = 70 tokens take the tiled schedule, T = 1 and 9 the GEMV decode schedule; the dense projection GEMV
+of the model's decode at odd shapes.)
 """
 
 import sys
@@ -29,6 +30,14 @@ def run_dense(backend: str) -> None:
         for dtype in ACTIVATION_DTYPES:
             a = torch.randn(m, k, generator=gen, device="cuda").to(dtype)
             mxfp4.matmul(a, w, bias, backend=backend)
+    # The model's decode projections (one launch for three weights; odd widths and K, split K).
+    from mxfp4.triton_kernels.dense_gemv import projections
+
+    for dtype in ACTIVATION_DTYPES:
+        x = torch.randn(2, 333, generator=gen, device="cuda").to(dtype)
+        ws = [torch.randn(n, 333, generator=gen, device="cuda").to(dtype) for n in (70, 9, 17)]
+        projections(x, ws, [torch.randn(w.shape[0], generator=gen, device="cuda").to(dtype) for w in ws])
+        projections(x, ws[:1])
 
 
 def run_moe(backend: str) -> None:

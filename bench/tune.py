@@ -8,6 +8,8 @@ Sweeps (each prints the current table entry first, then the candidates, fastest 
                (router, gate_up GEMV, down GEMV), and the GEMVs' launch shapes.
   moe-router   the router at T = 1, 8, 16 (decode kernel: its K step and warps) and 64 (prefill kernel), E = 32, 128.
   moe-crossover  the whole MoE layer at T = 1..16, E = 32 and 128, with the GEMVs and with the tensor-core tiles.
+  dense-gemv   the q/k/v (one launch, three weights), o and 8192^2 bf16 projections at M = 1 against torch's F.linear
+               (per weight, and on concatenated weights): BLOCK_N x BLOCK_K x warps x programs per SM.
   elementwise  quantize (floor, bf16 [16384, 8192] = 256 MiB) and dequantize (GPT-OSS experts [16, 5760, 90, 16]
                -> bf16, 530 MB): ELEMENTS_PER_PROGRAM x MAX_GROUP_TILE x num_warps, as % of the copy bandwidth.
 
@@ -232,8 +234,57 @@ def sweep_elementwise(results: dict) -> None:
     results["copy_bandwidth_gbs"] = bandwidth
 
 
+# --- dense projection GEMV ---------------------------------------------------------------------------------------
+def sweep_dense_gemv(results: dict) -> None:
+    import torch.nn.functional as F
+
+    from mxfp4.triton_kernels import dense_gemv as dg
+
+    bandwidth = copy_bandwidth_gbs()
+    print(f"\n  copy bandwidth {bandwidth:.0f} GB/s (read + write)")
+    rows = []
+    saved = (dg.CONFIG, dg.SPLIT)
+    for name, k, widths in (("gpt-oss q/k/v", 2880, (4096, 512, 512)), ("gpt-oss o", 4096, (2880,)),
+                            ("8192^2", 8192, (8192,))):
+        copies = 3  # > 50 MB of weights, rotated
+        x = torch.randn(1, k, device="cuda").to(torch.bfloat16)
+        ws = [[torch.randn(n, k, device="cuda").to(torch.bfloat16) for n in widths] for _ in range(copies)]
+        bs = [[torch.randn(n, device="cuda").to(torch.bfloat16) for n in widths] for _ in range(copies)]
+        fused = [torch.cat(w) for w in ws]
+        fused_b = [torch.cat(b) for b in bs]
+        nbytes = sum(widths) * k * 2
+        reps = CALLS // copies + 1
+        torch_us = graph_us([lambda i=i: [F.linear(x, w, b) for w, b in zip(ws[i], bs[i])] for i in range(copies)] * reps)
+        torch_fused_us = graph_us([lambda i=i: F.linear(x, fused[i], fused_b[i]) for i in range(copies)] * reps)
+        base = {"shape": name, "bytes_mb": nbytes / 1e6}
+        rows.append(dict(base, impl="torch F.linear per weight", us=torch_us, pct_of_copy=100 * nbytes / torch_us / 1e3 / bandwidth, current=""))
+        rows.append(dict(base, impl="torch F.linear, weights concatenated", us=torch_fused_us,
+                         pct_of_copy=100 * nbytes / torch_fused_us / 1e3 / bandwidth, current=""))
+        for block_n, block_k, warps, per_sm in itertools.product((8, 16, 32), (128, 256, 512), (4, 8), (4, 8, 16)):
+            dg.CONFIG = dg.DenseGemvConfig(block_n, block_k, warps)
+            dg.SPLIT = dg.SplitPolicy(per_sm, 2)
+            dg._plan.cache_clear()
+            try:
+                us = graph_us([lambda i=i: dg.projections(x, ws[i], bs[i]) for i in range(copies)] * reps)
+            except Exception as e:  # a shape that does not compile is a result too
+                print(f"  {name} {block_n}x{block_k} w{warps}: {type(e).__name__} {str(e)[:120]}")
+                continue
+            current = (block_n, block_k, warps, per_sm) == (saved[0].block_n, saved[0].block_k, saved[0].num_warps,
+                                                             saved[1].programs_per_sm)
+            rows.append(dict(base, impl=f"projections {block_n}x{block_k} w{warps} {per_sm}/SM", us=us,
+                             pct_of_copy=100 * nbytes / us / 1e3 / bandwidth, current="*" if current else ""))
+        dg.CONFIG, dg.SPLIT = saved
+        dg._plan.cache_clear()
+        table(f"dense GEMV {name}, M=1, bf16 ({nbytes / 1e6:.1f} MB of weights; us per call)",
+              [r for r in rows if r["shape"] == name and (r["current"] or not r["impl"].startswith("projections"))]
+              + sorted([r for r in rows if r["shape"] == name and r["impl"].startswith("projections")],
+                       key=lambda r: r["us"])[:12], "us")
+    results["dense_gemv"] = rows
+    results["copy_bandwidth_gbs"] = bandwidth
+
+
 SWEEPS = {"moe-decode": sweep_moe_decode, "moe-router": sweep_moe_router, "moe-crossover": sweep_moe_crossover,
-          "elementwise": sweep_elementwise}
+          "elementwise": sweep_elementwise, "dense-gemv": sweep_dense_gemv}
 
 
 def main(argv=None) -> int:

@@ -4,10 +4,12 @@ Imports NumPy and ``mxfp4.spec`` only (no torch, no triton), favours clarity ove
 Every kernel in ``mxfp4.triton_kernels`` has a twin here with the same name.
 """
 
+from .dense_gemv import projections
 from .dequantize import dequantize
 from .matmul import matmul
 from .moe import moe
 from .pack import pack, unpack
 from .quantize import quantize, round_to_e2m1, shared_exponent
 
-__all__ = ["quantize", "dequantize", "pack", "unpack", "matmul", "moe", "round_to_e2m1", "shared_exponent"]
+__all__ = ["quantize", "dequantize", "pack", "unpack", "matmul", "moe", "round_to_e2m1", "shared_exponent",
+           "projections"]

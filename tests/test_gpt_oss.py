@@ -177,6 +177,30 @@ def test_triton_fp32_path_matches_torch_path(tiny_path, model, device):
     assert_close_to_reference(got, model(ids), rtol=0, atol=CACHE_ATOL, what="Triton fp32 path vs torch path")
 
 
+def test_triton_decode_projections_match_torch_path(tiny_path, model, device, monkeypatch):
+    """Chunks of <= GEMV_PROJECTION_TOKENS tokens on a Triton path take the dense GEMV for q/k/v and o (one launch
+    each); the same chunks on the torch path take nn.Linear: same logits in float32."""
+    from mxfp4.triton_kernels import dense_gemv
+
+    calls = []
+    real = dense_gemv.projections
+    monkeypatch.setattr(dense_gemv, "projections", lambda *a, **k: calls.append(len(a[1])) or real(*a, **k))
+    ids = random_ids(2, 9, seed=21)
+    pad = torch.tensor([0, 3])
+    triton_model = GptOss.from_pretrained(tiny_path, device=device, dtype=torch.float32, backend="fp32", progress=False)
+    logits = {}
+    for name, m in (("triton", triton_model), ("torch", model)):
+        m.setup_cache(2, 12)
+        m.forward_with_cache(ids[:, :6].to(m.device), 0, pad.to(m.device))  # 12 tokens: nn.Linear on both
+        step = m.forward_with_cache(ids[:, 6:8].to(m.device), 6, pad.to(m.device))  # 4 tokens: the GEMV
+        last = m.decode_step(ids[:, 8:9].to(m.device), torch.tensor([8], device=m.device), pad.to(m.device))
+        logits[name] = (step.cpu(), last.cpu())
+    layers = model.config.num_hidden_layers
+    assert calls == [3, 1] * layers * 2, f"expected a q/k/v and an o launch per layer for both chunks, got {calls}"
+    for got, want, what in zip(logits["triton"], logits["torch"], ("2-token chunk", "decode step")):
+        assert_close_to_reference(got, want, rtol=0, atol=CACHE_ATOL, what=f"{what}: GEMV projections vs nn.Linear")
+
+
 def test_save_pretrained_round_trips_and_transformers_reads_it(tmp_path):
     """A random model from a config, saved in the Hub layout, reloads bit-identically; transformers agrees on it."""
     config = tiny.tiny_config()

@@ -230,6 +230,23 @@ def test_views_into_poisoned_buffers(backend, dtype_name, schedule, rng, device)
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("offset", [1, 2, 3], ids=["byte1", "byte2", "byte3"])
+def test_blocks_not_word_aligned(offset, schedule, rng, device):
+    """The GEMV reads the packed bytes as int32 words: blocks starting 1-3 bytes past a word boundary (a view into
+    a byte buffer) are copied, never read misaligned; same bits as the aligned tensor."""
+    m, n, k = 1, 13, 70
+    blocks, scales = random_weight(rng, n, k)
+    a = random_activations(rng, m, k, torch.float32)
+    clean = run(a, blocks, scales, None, "fp32", schedule, device)
+    buffer = torch.zeros(blocks.size + 16, dtype=torch.uint8, device=device)
+    shifted = buffer[offset:offset + blocks.size].view(blocks.shape)
+    shifted.copy_(torch.from_numpy(blocks))
+    assert shifted.data_ptr() % 4 == offset % 4
+    y = matmul(a.to(device), shifted, torch.from_numpy(scales).to(device), None, Backend.FP32, _schedule=schedule)
+    assert_same(y, clean, f"blocks at byte offset {offset} vs aligned ({schedule})")
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
 @pytest.mark.parametrize("backend", TRITON_BACKENDS)
 def test_non_contiguous_activations(backend, schedule, rng, device):
     m, n, k = 3, 21, 45

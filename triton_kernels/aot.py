@@ -4,7 +4,7 @@ Each path must build where it is meant to run (users' first complaint about MXFP
 this GPU"), so CI compiles each kernel of each path to a cubin for that path's architectures (:data:`TARGETS`) with
 ``triton.compile(ASTSource(...), target=GPUTarget("cuda", capability, 32))``.
 
-The contract every kernel module follows (``quantize``, ``dequantize``, ``pack``, ``matmul``, ``moe``)::
+The contract every kernel module follows (``quantize``, ``dequantize``, ``pack``, ``matmul``, ``moe``, ``dense_gemv``)::
 
     def compile_specs(backend: Backend) -> list[dict]:
         # one dict per variant the module's launcher builds on that path:
@@ -47,7 +47,7 @@ import time
 
 from mxfp4.dispatch import Backend
 
-KERNEL_MODULES = ("quantize", "dequantize", "pack", "matmul", "moe")
+KERNEL_MODULES = ("quantize", "dequantize", "pack", "matmul", "moe", "dense_gemv")
 TARGETS = {"fp32": (75,), "bf16": (80, 86, 89), "hopper": (90,)}
 """Compute capabilities (as 10 * major + minor) each Triton path is built for: the GPUs it serves."""
 

@@ -46,100 +46,52 @@ from mxfp4.dispatch import Backend, BackendUnavailableError, triton_interpreter_
 from mxfp4.spec import BLOCK_SIZE, BYTES_PER_BLOCK, E8M0_BIAS, num_blocks
 
 from .launch import current_stream, reduction_workspace
-from .mx import e2m1_high, e2m1_low, scale_factor
+from .splitk import SplitPolicy, finish_tile, split_k, split_range
+from .mx import WORDS_PER_BLOCK, e2m1_high, e2m1_low, scale_factor, word_block_sums
 
 __all__ = ["matmul", "compile_specs", "GemvConfig", "TileConfig", "choose_plan"]
 
 # --- the decode in the hot loops --------------------------------------------------------------------------------
 # At decode-sized M the GEMV is memory-bound only if decoding costs about as much as the load (H100: ~24
-# elements/clock/SM at 3 TB/s, i.e. ~5 issue slots per element), so the loops use mx.e2m1_low / e2m1_high (E2M1
-# bits placed straight into a float32, ~4 ops per element) and apply each block's scale once, through
-# mx.scale_factor (byte 0 is 2**-127 and byte 255 is NaN, as everywhere else).
+# elements/clock/SM at 3 TB/s, i.e. ~5 issue slots per element), so the loops place E2M1 bits straight into a
+# float32 (the GEMV: mx.word_block_sums on int32 words, ~3 integer ops per element; the tiles: mx.e2m1_low /
+# e2m1_high on bytes) and apply each block's scale once, through mx.scale_factor (byte 0 is 2**-127 and byte 255
+# is NaN, as everywhere else).
 _BYTES_PER_BLOCK = tl.constexpr(BYTES_PER_BLOCK)
 _BLOCK_SIZE = tl.constexpr(BLOCK_SIZE)
 _SCALE_ONE = tl.constexpr(E8M0_BIAS)  # the scale byte of 1.0: what masked scale loads read
 
 
-# --- the epilogue shared by both schedules ------------------------------------------------------------------------
-@triton.jit
-def _store_tile(acc, out_ptr, bias_ptr, offs_m, offs_n, M, N, stride_om, stride_on, HAS_BIAS: tl.constexpr):
-    """acc (fp32 [BLOCK_M, BLOCK_N]) + bias (in fp32) -> out in out's dtype, rows < M and columns < N only."""
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)
-        acc = acc + bias[None, :]
-    mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
-    ptrs = out_ptr + offs_m.to(tl.int64)[:, None] * stride_om + offs_n[None, :] * stride_on
-    tl.store(ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def _finish_tile(acc, out_ptr, bias_ptr, partials_ptr, counters_ptr, tile, split, num_splits, offs_m, offs_n,
-                 M, N, stride_om, stride_on, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Store a finished tile, or (split-K) publish this slice's partial and let the last slice reduce them all."""
-    if num_splits == 1:
-        _store_tile(acc, out_ptr, bias_ptr, offs_m, offs_n, M, N, stride_om, stride_on, HAS_BIAS)
-    else:
-        local = tl.arange(0, BLOCK_M)[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
-        live = (offs_m[:, None] < M) & (offs_n[None, :] < N)
-        tile_partials = partials_ptr + tile * num_splits * (BLOCK_M * BLOCK_N)
-        tl.store(tile_partials + split * (BLOCK_M * BLOCK_N) + local, acc, mask=live)
-        # Every thread's partial must be written before the counter says so; acq_rel at gpu scope publishes them
-        # to the program that arrives last and makes that program see all the others.
-        tl.debug_barrier()
-        arrived = tl.atomic_add(counters_ptr + tile, 1, sem="acq_rel", scope="gpu")
-        if arrived == num_splits - 1:
-            total = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-            for s in range(0, num_splits):  # fixed order: the result does not depend on who finished first
-                total += tl.load(tile_partials + s * (BLOCK_M * BLOCK_N) + local, mask=live, other=0.0,
-                                 cache_modifier=".cg")
-            tl.atomic_xchg(counters_ptr + tile, 0)  # ready for the next launch: no memset between calls
-            _store_tile(total, out_ptr, bias_ptr, offs_m, offs_n, M, N, stride_om, stride_on, HAS_BIAS)
-
-
-@triton.jit
-def _split_range(split, groups_per_split, num_groups, K, STEP: tl.constexpr):
-    """This slice's blocks [begin, end) and where its unmasked steps of STEP whole blocks (all inside K) stop."""
-    begin = split * groups_per_split
-    end = tl.minimum(begin + groups_per_split, num_groups)
-    whole = tl.minimum(end, K // _BLOCK_SIZE)  # blocks with no element past K
-    full_end = begin + tl.maximum(whole - begin, 0) // STEP * STEP
-    return begin, end, full_end
-
-
 # --- GEMV / split-K schedule ---------------------------------------------------------------------------------------
 @triton.jit
-def _gemv_load(g0, w_ptrs, s_ptrs, a_ptrs, offs_g, offs_pair, K, g_end, stride_sg, stride_ak,
+def _gemv_load(g0, w_ptrs, s_ptrs, a_ptrs, offs_g, offs_elem, K, g_end, stride_sg, stride_ak,
                MASKED: tl.constexpr, BLOCK_G: tl.constexpr):
-    """The bytes [BLOCK_N, BLOCK_G, 16], scales [BLOCK_N, BLOCK_G] and activations [BLOCK_G, 32] of the step at
-    block g0. Whole steps are unmasked; the masked step masks each block past the slice and each activation past
-    K (to 0)."""
-    k = g0 * _BLOCK_SIZE + offs_g[:, None] * _BLOCK_SIZE + offs_pair[None, :]  # [BLOCK_G, 32]: contiguous K
+    """The packed words [BLOCK_N, BLOCK_G, 4] (int32), scales [BLOCK_N, BLOCK_G] and activations [BLOCK_G, 32] of
+    the step at block g0. Whole steps are unmasked; the masked step masks each block past the slice and each
+    activation past K (to 0)."""
+    k = g0 * _BLOCK_SIZE + offs_g[:, None] * _BLOCK_SIZE + offs_elem[None, :]  # [BLOCK_G, 32]: contiguous K
     if MASKED:
         g_live = g0 + offs_g < g_end
-        packed = tl.load(w_ptrs + g0 * _BYTES_PER_BLOCK, mask=g_live[None, :, None], other=0)
+        words = tl.load(w_ptrs + g0 * WORDS_PER_BLOCK, mask=g_live[None, :, None], other=0)
         scale = tl.load(s_ptrs + g0 * stride_sg, mask=g_live[None, :], other=_SCALE_ONE)
         a = tl.load(a_ptrs + k * stride_ak, mask=k < K, other=0.0)
     else:
-        packed = tl.load(w_ptrs + g0 * _BYTES_PER_BLOCK)
+        words = tl.load(w_ptrs + g0 * WORDS_PER_BLOCK)
         scale = tl.load(s_ptrs + g0 * stride_sg)
         a = tl.load(a_ptrs + k * stride_ak)
-    return packed, scale, a
+    return words, scale, a
 
 
 @triton.jit
-def _gemv_accumulate(acc, packed, scale, a, BLOCK_G: tl.constexpr):
-    """acc[n, g] += scale[n, g] * sum_j W[n, g, j] * a[g, j].
+def _gemv_accumulate(acc, words, scale, a, BLOCK_G: tl.constexpr):
+    """acc[n, g] += scale[n, g] * sum_j W[n, g, j] * a[g, j] (mx.word_block_sums).
 
     One thread holds one whole block of a row (a 128-bit load), so each block's 32-element sum stays inside the
-    thread and the scale is applied once per block.
+    thread and the scale is applied once per block. The decoded values are finite (|v| <= 6, no scale yet), so an
+    activation masked to 0 gives exactly 0.
     """
-    # Activations are read as contiguous runs of 32 (vector loads) and split into the even / odd elements that
-    # meet the low / high nibbles: [BLOCK_G, 16] each.
-    a_even, a_odd = tl.split(tl.reshape(a.to(tl.float32), [BLOCK_G, _BYTES_PER_BLOCK, 2]))
-    byte = packed.to(tl.int8, bitcast=True).to(tl.int32)
-    # The decoded values are finite (|v| <= 6, no scale yet), so an activation masked to 0 gives exactly 0.
-    prod = e2m1_low(byte) * a_even[None, :, :] + e2m1_high(byte) * a_odd[None, :, :]
-    return acc + tl.sum(prod, axis=2) * scale_factor(scale.to(tl.int32))
+    x = tl.reshape(a.to(tl.float32), [1, BLOCK_G, WORDS_PER_BLOCK, 2, 2, 2])
+    return acc + word_block_sums(words, scale, x, 2)
 
 
 @triton.jit
@@ -160,28 +112,30 @@ def _mxfp4_gemv_kernel(
     # Clamped rows keep every load in bounds without a mask (so weight loads stay 128-bit); they are never stored.
     w_rows = tl.minimum(offs_n, N - 1).to(tl.int64)
     offs_g = tl.arange(0, BLOCK_G)
-    offs_byte = tl.arange(0, _BYTES_PER_BLOCK)
-    offs_pair = tl.arange(0, _BLOCK_SIZE)
-    w_ptrs = (blocks_ptr + w_rows[:, None, None] * stride_bn + offs_g[None, :, None] * _BYTES_PER_BLOCK
-              + offs_byte[None, None, :])
+    offs_word = tl.arange(0, WORDS_PER_BLOCK)
+    offs_elem = tl.arange(0, _BLOCK_SIZE)
+    # The packed bytes as little-endian int32 words, 4 per block (the launcher keeps rows 4-byte aligned).
+    words_ptr = blocks_ptr.to(tl.pointer_type(tl.int32))
+    w_ptrs = (words_ptr + w_rows[:, None, None] * (stride_bn // 4) + offs_g[None, :, None] * WORDS_PER_BLOCK
+              + offs_word[None, None, :])
     s_ptrs = scales_ptr + w_rows[:, None] * stride_sn + offs_g[None, :] * stride_sg
     a_ptrs = a_ptr + row.to(tl.int64) * stride_am
 
-    begin, end, full_end = _split_range(split, groups_per_split, num_groups, K, BLOCK_G)
+    begin, end, full_end = split_range(split, groups_per_split, num_groups, K // _BLOCK_SIZE, BLOCK_G)
     acc = tl.zeros([BLOCK_N, BLOCK_G], dtype=tl.float32)
     # (Register double buffering of the next step's loads was measured on H100: no gain, more registers; the
     # loop is bound by decode instructions, not by load latency, once several programs share each SM.)
     for g0 in range(begin, full_end, BLOCK_G):
-        packed, scale, a = _gemv_load(g0, w_ptrs, s_ptrs, a_ptrs, offs_g, offs_pair, K, end, stride_sg,
+        words, scale, a = _gemv_load(g0, w_ptrs, s_ptrs, a_ptrs, offs_g, offs_elem, K, end, stride_sg,
                                       stride_ak, False, BLOCK_G)
-        acc = _gemv_accumulate(acc, packed, scale, a, BLOCK_G)
+        acc = _gemv_accumulate(acc, words, scale, a, BLOCK_G)
     if full_end < end:  # at most one step: the slice's remainder and the partial last block
-        packed, scale, a = _gemv_load(full_end, w_ptrs, s_ptrs, a_ptrs, offs_g, offs_pair, K, end,
+        words, scale, a = _gemv_load(full_end, w_ptrs, s_ptrs, a_ptrs, offs_g, offs_elem, K, end,
                                       stride_sg, stride_ak, True, BLOCK_G)
-        acc = _gemv_accumulate(acc, packed, scale, a, BLOCK_G)
+        acc = _gemv_accumulate(acc, words, scale, a, BLOCK_G)
     tile = row * tl.num_programs(0) + pid_n
     offs_m = row + tl.arange(0, 1)
-    _finish_tile(tl.sum(acc, axis=1)[None, :], out_ptr, bias_ptr, partials_ptr, counters_ptr, tile, split,
+    finish_tile(tl.sum(acc, axis=1)[None, :], out_ptr, bias_ptr, partials_ptr, counters_ptr, tile, split,
                  num_splits, offs_m, offs_n, M, N, stride_om, stride_on, HAS_BIAS, 1, BLOCK_N)
 
 
@@ -248,7 +202,8 @@ def _mxfp4_matmul_kernel(
     w_ptrs = blocks_ptr + w_rows.to(tl.int64)[:, None] * stride_bn
     s_ptrs = scales_ptr + w_rows.to(tl.int64)[:, None] * stride_sn
 
-    begin, end, full_end = _split_range(split, groups_per_split, num_groups, K, BLOCK_K // _BLOCK_SIZE)
+    begin, end, full_end = split_range(split, groups_per_split, num_groups, K // _BLOCK_SIZE,
+                                         BLOCK_K // _BLOCK_SIZE)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for g0 in range(begin, full_end, BLOCK_K // _BLOCK_SIZE):
         acc = _tile_step(acc, g0, a_ptrs, w_ptrs, s_ptrs, offs_k, offs_g, K, end, stride_ak, stride_sg,
@@ -256,7 +211,7 @@ def _mxfp4_matmul_kernel(
     if full_end < end:
         acc = _tile_step(acc, full_end, a_ptrs, w_ptrs, s_ptrs, offs_k, offs_g, K, end, stride_ak, stride_sg,
                          True, BLOCK_N, BLOCK_K, DOT_DTYPE, DOT_IN_FP32)
-    _finish_tile(acc, out_ptr, bias_ptr, partials_ptr, counters_ptr, pid, split, num_splits, offs_m, offs_n,
+    finish_tile(acc, out_ptr, bias_ptr, partials_ptr, counters_ptr, pid, split, num_splits, offs_m, offs_n,
                  M, N, stride_om, stride_on, HAS_BIAS, BLOCK_M, BLOCK_N)
 
 
@@ -337,14 +292,6 @@ GEMV_MAX_M_FP32 = 16
 SMALL_M_MAX = 16
 
 
-@dataclass(frozen=True)
-class SplitPolicy:
-    """How many K slices: enough programs per SM to keep loads in flight, each slice at least a few K steps."""
-
-    programs_per_sm: int
-    min_steps: int
-
-
 # GEMV: many short programs (16 per SM, slices of >= 1 step) hide DRAM latency best at N = 2880..28672 (M=1,
 # vs 4 per SM / 2 steps: -7% at 8192^2, -10% at 28672x8192). Tiles: 4 per SM and >= 2 steps (8 per SM / 1 step:
 # +5..15%, the partial tiles are 16x64 floats).
@@ -377,16 +324,6 @@ def _dot_dtype(backend: Backend, dtype: torch.dtype):
     return tl.bfloat16 if dtype == torch.bfloat16 else tl.float16
 
 
-def _split(tiles: int, num_groups: int, step_groups: int, num_sms: int, policy: SplitPolicy) -> tuple[int, int]:
-    """(num_splits, groups_per_split) giving ~policy.programs_per_sm programs per SM, no empty slice."""
-    want = max(1, -(-policy.programs_per_sm * num_sms // tiles))
-    most = max(1, num_groups // (step_groups * policy.min_steps))
-    splits = min(want, most)
-    per_split = -(-num_groups // splits)
-    per_split = -(-per_split // step_groups) * step_groups
-    return -(-num_groups // per_split), per_split
-
-
 def choose_plan(backend: Backend, M: int, N: int, K: int, dtype: torch.dtype, num_sms: int,
                 schedule: str | None = None, interpreted: bool = False) -> Plan:
     """The launch for one shape (cached by the caller). ``schedule``: None (auto), "gemv" or "tiled"."""
@@ -398,7 +335,7 @@ def choose_plan(backend: Backend, M: int, N: int, K: int, dtype: torch.dtype, nu
     if schedule == "gemv":
         cfg = INTERPRETER_GEMV if interpreted else GEMV_CONFIG
         tiles = triton.cdiv(N, cfg.block_n) * M
-        splits, per_split = _split(tiles, num_groups, cfg.block_g, num_sms, GEMV_SPLIT)
+        splits, per_split = split_k(tiles, num_groups, cfg.block_g, num_sms, GEMV_SPLIT)
         return Plan(
             kernel=_mxfp4_gemv_kernel, grid=(triton.cdiv(N, cfg.block_n), splits, M), groups_per_split=per_split,
             constexprs=(("BLOCK_N", cfg.block_n), ("BLOCK_G", cfg.block_g)),
@@ -418,7 +355,7 @@ def choose_plan(backend: Backend, M: int, N: int, K: int, dtype: torch.dtype, nu
     else:
         cfg = TILE_CONFIGS["large_m_hopper" if backend is Backend.HOPPER else "large_m_bf16"]
     tiles = triton.cdiv(M, cfg.block_m) * triton.cdiv(N, cfg.block_n)
-    splits, per_split = _split(tiles, num_groups, cfg.block_k // BLOCK_SIZE, num_sms, TILE_SPLIT)
+    splits, per_split = split_k(tiles, num_groups, cfg.block_k // BLOCK_SIZE, num_sms, TILE_SPLIT)
     return Plan(
         kernel=_mxfp4_matmul_kernel, grid=(tiles, splits, 1), groups_per_split=per_split,
         constexprs=(("BLOCK_M", cfg.block_m), ("BLOCK_N", cfg.block_n), ("BLOCK_K", cfg.block_k),
@@ -504,8 +441,10 @@ def matmul(a: torch.Tensor, blocks: torch.Tensor, scales: torch.Tensor, bias: to
         raise ValueError(f"matmul: blocks {tuple(blocks.shape)} / scales {tuple(scales.shape)} do not hold a weight "
                          f"[N, {K}] (expected [N, {num_blocks(K)}, {BYTES_PER_BLOCK}] and [N, {num_blocks(K)}])")
     block_strides = blocks.stride()
-    if block_strides[2] != 1 or block_strides[1] != BYTES_PER_BLOCK:
-        blocks = blocks.contiguous()  # the kernels read each block as 16 contiguous bytes
+    if (block_strides[2] != 1 or block_strides[1] != BYTES_PER_BLOCK or block_strides[0] % 4
+            or blocks.data_ptr() % 4):
+        # The kernels read each block as 16 contiguous bytes, the GEMV as four int32 words (rows 4-byte aligned).
+        blocks = blocks.clone() if blocks.is_contiguous() else blocks.contiguous()
         block_strides = blocks.stride()
     # Offsets along K are 32-bit in the kernels (rows are 64-bit): copy views whose K strides would overflow them.
     if (K - 1) * abs(a.stride(1)) >= _INT32_LIMIT:

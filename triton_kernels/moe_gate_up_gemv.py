@@ -5,7 +5,7 @@ Twin of ``mxfp4.reference.moe_gate_up.gate_up_swiglu`` (rows in pair order inste
 it runs on the CUDA cores: program ``(pair, feature block)`` streams the ``2 * BLOCK_N`` consecutive W1 rows
 ``2j`` (gate) / ``2j + 1`` (up) of its features through registers, ``BLOCK_G`` whole MX blocks per row per step
 (each thread one 16-byte block: 128-bit loads, the block's 32 products summed inside the thread), decodes the
-nibbles with integer bit moves (``moe_common.e2m1_low/high``), multiplies in float32 against the pair's token
+codes with integer bit moves on int32 words (``mx.word_block_sums``), multiplies in float32 against the pair's token
 row and applies each block's scale once to the block sum. The gate / up rows of a feature meet in registers,
 so bias and SwiGLU are fused and only ``act [P, I]`` is written.
 
@@ -26,7 +26,8 @@ import triton.language as tl
 
 from mxfp4.dispatch import triton_interpreter_enabled
 
-from .moe_common import BLOCK_ELEMENTS, BYTES_PER_SCALE, SCALE_ONE, cast, gemv_block_sums, swiglu
+from .moe_common import BLOCK_ELEMENTS, SCALE_ONE, aligned_words, cast, swiglu
+from .mx import WORDS_PER_BLOCK, word_block_sums
 
 
 def gate_up_swiglu_gemv(x, expert_ids, w1_blocks, w1_scales, b1, alpha, limit, config, act_dtype):
@@ -43,6 +44,7 @@ def gate_up_swiglu_gemv(x, expert_ids, w1_blocks, w1_scales, b1, alpha, limit, c
     """
     if x.stride(1) != 1:
         x = x.contiguous()
+    w1_blocks = aligned_words(w1_blocks)
     tokens, hidden = x.shape
     top_k = expert_ids.shape[1]
     intermediate = w1_blocks.shape[1] // 2
@@ -94,11 +96,13 @@ def gate_up_swiglu_gemv_kernel(
     # W1 rows 2j / 2j + 1 of features j in this block, consecutive; clamped (never stored) so loads need no mask.
     w_row = tl.minimum(tl.program_id(1) * ROWS + tl.arange(0, ROWS), 2 * intermediate - 1)
     group = tl.arange(0, BLOCK_G)
-    byte = tl.arange(0, BYTES_PER_SCALE)
-    block_ptrs = (blocks_ptr + expert * blocks_stride_e + w_row[:, None, None] * blocks_stride_n
-                  + group[None, :, None] * BYTES_PER_SCALE + byte[None, None, :])
+    word = tl.arange(0, WORDS_PER_BLOCK)
+    # The packed bytes as little-endian int32 words, 4 per block (the launcher keeps rows 4-byte aligned).
+    words_ptr = blocks_ptr.to(tl.pointer_type(tl.int32))
+    block_ptrs = (words_ptr + expert * (blocks_stride_e // 4) + w_row[:, None, None] * (blocks_stride_n // 4)
+                  + group[None, :, None] * WORDS_PER_BLOCK + word[None, None, :])
     scale_ptrs = scales_ptr + expert * scales_stride_e + w_row[:, None] * scales_stride_n + group[None, :]
-    # Activations of each step: [BLOCK_G, 32] contiguous, split into the elements that meet low / high nibbles.
+    # Activations of each step: [BLOCK_G, 32] contiguous, reshaped to meet the codes of each word.
     x_ptrs = (x_ptr + token.to(tl.int64) * stride_xt + group[:, None] * BLOCK_ELEMENTS
               + tl.arange(0, BLOCK_ELEMENTS)[None, :])
 
@@ -106,20 +110,18 @@ def gate_up_swiglu_gemv_kernel(
     full_groups = hidden // BLOCK_ELEMENTS // BLOCK_G * BLOCK_G  # steps of whole blocks inside H: no masks
     acc = tl.zeros((ROWS, BLOCK_G), dtype=tl.float32)
     for g0 in range(0, full_groups, BLOCK_G):
-        packed = tl.load(block_ptrs + g0 * BYTES_PER_SCALE)
+        words = tl.load(block_ptrs + g0 * WORDS_PER_BLOCK)
         scale = tl.load(scale_ptrs + g0)
         x = tl.load(x_ptrs + g0 * BLOCK_ELEMENTS).to(tl.float32)
-        x_even, x_odd = tl.split(tl.reshape(x, [BLOCK_G, BYTES_PER_SCALE, 2]))
-        acc += gemv_block_sums(packed, scale, x_even[None, :, :], x_odd[None, :, :], 2)
+        acc += word_block_sums(words, scale, tl.reshape(x, [1, BLOCK_G, WORDS_PER_BLOCK, 2, 2, 2]), 2)
     if full_groups < num_groups:  # at most one step: the remaining blocks, the last one maybe partial
         live = full_groups + group < num_groups
-        packed = tl.load(block_ptrs + full_groups * BYTES_PER_SCALE, mask=live[None, :, None], other=0)
+        words = tl.load(block_ptrs + full_groups * WORDS_PER_BLOCK, mask=live[None, :, None], other=0)
         scale = tl.load(scale_ptrs + full_groups, mask=live[None, :], other=SCALE_ONE)
         element = full_groups * BLOCK_ELEMENTS + group[:, None] * BLOCK_ELEMENTS + tl.arange(0, BLOCK_ELEMENTS)[None, :]
         # Past H the activation is 0 and the unscaled code finite (|v| <= 6): those products are exactly 0.
         x = tl.load(x_ptrs + full_groups * BLOCK_ELEMENTS, mask=element < hidden, other=0.0).to(tl.float32)
-        x_even, x_odd = tl.split(tl.reshape(x, [BLOCK_G, BYTES_PER_SCALE, 2]))
-        acc += gemv_block_sums(packed, scale, x_even[None, :, :], x_odd[None, :, :], 2)
+        acc += word_block_sums(words, scale, tl.reshape(x, [1, BLOCK_G, WORDS_PER_BLOCK, 2, 2, 2]), 2)
 
     pre = tl.sum(acc, axis=1) + tl.load(bias_ptr + expert * (2 * intermediate) + w_row).to(tl.float32)
     gate, up = tl.split(tl.reshape(pre, [BLOCK_N, 2]))

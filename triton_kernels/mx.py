@@ -8,6 +8,7 @@ import triton
 import triton.language as tl
 
 from mxfp4.spec import (
+    BYTES_PER_BLOCK,
     E2M1_EXPONENT_BIAS,
     E2M1_MAGNITUDE_MASK,
     E2M1_MANTISSA_BITS,
@@ -139,3 +140,53 @@ def scale_factor(scale):
     special = (scale == 0) | (scale == SCALE_NAN)
     bits = (scale << FLOAT32_MANTISSA_BITS) | tl.where(special, TOP_MANTISSA_BIT, 0)
     return bits.to(tl.float32, bitcast=True)
+
+
+# --- the GEMV decode: eight codes per 32-bit word ------------------------------------------------------------------
+# A GEMV on the CUDA cores spends its instructions on the decode. Reading the packed bytes as little-endian int32
+# words puts code k of the word (element k) at bits 4k..4k+3: shifted up to bits 28..31 (one shift; none for k = 7)
+# and arithmetic-shifted down by 6, its sign stays at bit 31 and its magnitude lands on bits 22..24, where the mask
+# of e2m1_low / e2m1_high keeps exactly those (~3 integer operations per element instead of ~3.5 plus a byte
+# extraction: 5.6 instead of 6.7 SASS instructions per element in the dense GEMV's loop, for sm_90).
+WORDS_PER_BLOCK = tl.constexpr(BYTES_PER_BLOCK // 4)
+CODES_PER_WORD = tl.constexpr(32 // NIBBLE_BITS)
+
+
+@triton.jit
+def e2m1_of_word(word, K: tl.constexpr):
+    """Exact float32 E2M1 value (unscaled) of code ``K`` (bits 4K..4K+3, element K) of int32 words of packed bytes."""
+    if K == CODES_PER_WORD - 1:
+        top = word
+    else:
+        top = word << (LOW_NIBBLE_TO_TOP - HIGH_SHIFT * K)
+    bits = (top >> TOP_TO_MAGNITUDE) & E2M1_FLOAT32_BITS  # int32: an arithmetic shift, bit 31 stays the sign
+    return bits.to(tl.float32, bitcast=True) * E2M1_TO_FLOAT32_SCALE
+
+
+@triton.jit
+def word_block_sums(words, scale, x, WORD_AXIS: tl.constexpr):
+    """``[..., G]`` float32: each MX block's dot with its 32 activations, times the block's scale.
+
+    ``words`` int32 ``[..., G, 4]`` (a block's 16 bytes; one thread holds a whole block, a 128-bit load, so the
+    block's sum stays in the thread), ``scale`` uint8 ``[..., G]``, ``x`` float32 broadcastable to
+    ``[..., G, 4, 2, 2, 2]``: the block's 32 activations, element ``8 * word + 4 * b2 + 2 * b1 + b0`` at
+    ``[word, b2, b1, b0]`` (a contiguous run of 32, reshaped); ``WORD_AXIS`` the last axis of ``words``. The scale
+    is a power of two, so applying it once to the block sum equals applying it to each product (up to overflow,
+    which then is Inf / NaN either way).
+    """
+    b0_even, b0_odd = tl.split(x)  # tl.split takes the last axis: b0, then b1, then b2
+    x_0_4, x_2_6 = tl.split(b0_even)
+    x_1_5, x_3_7 = tl.split(b0_odd)
+    x0, x4 = tl.split(x_0_4)
+    x2, x6 = tl.split(x_2_6)
+    x1, x5 = tl.split(x_1_5)
+    x3, x7 = tl.split(x_3_7)
+    products = e2m1_of_word(words, 0) * x0
+    products += e2m1_of_word(words, 1) * x1
+    products += e2m1_of_word(words, 2) * x2
+    products += e2m1_of_word(words, 3) * x3
+    products += e2m1_of_word(words, 4) * x4
+    products += e2m1_of_word(words, 5) * x5
+    products += e2m1_of_word(words, 6) * x6
+    products += e2m1_of_word(words, 7) * x7
+    return tl.sum(products, axis=WORD_AXIS) * scale_factor(scale.to(tl.int32))

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..dispatch import choose_backend
 from ..moe_layer import moe
 from ..torch_ops import compile_policy
 from ..spec import BYTES_PER_BLOCK, E8M0_BIAS, num_blocks
@@ -447,8 +448,15 @@ def attention_with_sinks(q, k, v, allowed, sinks, scale) -> torch.Tensor:
     return out.view(batch, heads, length, dim)
 
 
+#: Tokens per forward up to which the attention projections run as one weight-streaming GEMV launch for q/k/v and
+#: one for o (``mxfp4.triton_kernels.dense_gemv``) on the Triton paths: decode, where those bf16 weights are a third
+#: of the bytes each token reads and cuBLAS streams them at half the bandwidth. Each extra row re-reads the weights
+#: from L2, so larger batches and prefill use cuBLAS (``nn.Linear``).
+GEMV_PROJECTION_TOKENS = 4
+
+
 class Attention(nn.Module):
-    def __init__(self, config: GptOssConfig, layer_idx: int, dtype):
+    def __init__(self, config: GptOssConfig, layer_idx: int, dtype, backend=None):
         super().__init__()
         hidden, heads, kv_heads, dim = config.hidden_size, config.num_attention_heads, config.num_key_value_heads, config.head_dim
         bias = config.attention_bias
@@ -461,19 +469,37 @@ class Attention(nn.Module):
         self.scale = dim**-0.5
         self.window = config.sliding_window if config.layer_types[layer_idx] == SLIDING else None
         self.kv_cache: KVCache | None = None
+        self.backend = backend
 
     def forward(self, x, cos, sin, columns, pad, use_cache: bool) -> torch.Tensor:
         batch, length, _ = x.shape
-        q = self.q_proj(x).view(batch, length, self.heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
+        gemv = batch * length <= GEMV_PROJECTION_TOKENS and choose_backend(x.device, self.backend).uses_triton
+        if gemv:
+            q, k, v = project(x, (self.q_proj, self.k_proj, self.v_proj))
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.view(batch, length, self.heads, self.head_dim).transpose(1, 2)
+        k = k.view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = rope_qk(q, k, cos, sin)
         key_columns = columns
         if use_cache:
             k, v, key_columns = self.kv_cache.update(k, v, columns)
         allowed = visible_keys(columns, key_columns, pad, self.window)
         out = attention_with_sinks(q, k, v, allowed, self.sinks, self.scale)
-        return self.o_proj(out.transpose(1, 2).reshape(batch, length, self.heads * self.head_dim))
+        out = out.transpose(1, 2).reshape(batch, length, self.heads * self.head_dim)
+        return project(out, (self.o_proj,))[0] if gemv else self.o_proj(out)
+
+
+def project(x: torch.Tensor, linears) -> list[torch.Tensor]:
+    """``[linear(x) for linear in linears]`` (same input, bf16 / fp16 / fp32 ``nn.Linear`` modules) in one
+    weight-streaming launch; each result ``[..., out_features]`` is a view of the launch's one output."""
+    from ..triton_kernels.dense_gemv import projections
+
+    weights = [linear.weight for linear in linears]
+    biases = None if linears[0].bias is None else [linear.bias for linear in linears]
+    out = projections(x.reshape(-1, x.shape[-1]), weights, biases)
+    return [part.view(*x.shape[:-1], part.shape[-1]) for part in out.split([w.shape[0] for w in weights], dim=-1)]
 
 
 class Experts(nn.Module):
@@ -528,7 +554,7 @@ class DecoderLayer(nn.Module):
     def __init__(self, config: GptOssConfig, layer_idx: int, dtype, backend=None):
         super().__init__()
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.self_attn = Attention(config, layer_idx, dtype)
+        self.self_attn = Attention(config, layer_idx, dtype, backend)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MoE(config, dtype, backend)
 

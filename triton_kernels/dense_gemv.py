@@ -1,0 +1,232 @@
+"""``x @ cat(W_0, W_1, W_2).T (+ cat(b_0, b_1, b_2))``: decode-sized projections of one input through up to three
+dense (bf16 / fp16 / fp32) weights in one launch. Twin of ``mxfp4.reference.dense_gemv``.
+
+The non-expert weights of GPT-OSS (attention q / k / v / o) stay in bf16, and at batch-1 decode they are ~1.3 GB
+of the ~3.7 GB a token reads. cuBLAS runs these [1, 2880] x [2880, N] products at 0.9-1.5 TB/s on an H100 (four
+launches plus split-K reduce kernels per layer); they are weight streams, bound by bytes alone (2 bytes and ~3
+instructions per element), so this kernel streams them at copy bandwidth: program ``(n, s, m)`` owns ``BLOCK_N``
+weight rows and the ``s``-th slice of K for activation row ``m``, reads the rows as 16-byte vectors, multiplies in
+float32 and keeps a ``[BLOCK_N, BLOCK_K]`` float32 accumulator (one reduction per program, at the end). The slices
+are reduced in the same launch, deterministically (``splitk.finish_tile``). q, k and v share ``x``, so one launch
+covers all three: the programs of the first ``cdiv(N_0, BLOCK_N)`` tiles read ``W_0``, the next ``W_1``, the rest
+``W_2``, and each writes its own columns of the one output; the weights need not be one tensor (no copy, no
+change to the checkpoint's modules).
+
+Numerics: float32 products and accumulation, bias added in float32, one rounding to ``x.dtype`` -- what
+``torch.nn.functional.linear`` computes on CUDA, summed in a different order.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from mxfp4.dispatch import BackendUnavailableError, triton_interpreter_enabled
+
+from .launch import current_stream, reduction_workspace
+from .splitk import SplitPolicy, finish_tile, split_k, split_range
+
+__all__ = ["projections", "compile_specs", "MAX_WEIGHTS", "DenseGemvConfig"]
+
+#: Weights one launch can read (GPT-OSS's q / k / v).
+MAX_WEIGHTS = 3
+_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+_GRID_Z_LIMIT = 65535  # CUDA's limit on gridDim.z, which counts activation rows
+
+
+@dataclass(frozen=True)
+class DenseGemvConfig:
+    """Launch shape: ``block_n`` weight rows per program, ``block_k`` elements per row per step."""
+
+    block_n: int
+    block_k: int
+    num_warps: int
+    why: str = ""
+
+
+# 8 rows x 512 bf16 = 8 KB per step per program, each thread two 16-byte pieces of W and the matching x; ~4
+# programs per SM. From bench/tune.py dense-gemv on an H100 (M = 1, weights rotated past L2; bench/RESULTS.md):
+# q/k/v 13.0 us (78% of copy; torch F.linear per weight 25.1, on concatenated weights 13.6), o 12.6 us (torch
+# 14.0), 8192^2 51.9 us (89%; torch 48.7). 54 shapes tried (8/16/32 rows x 128/256/512 x 4/8 warps x 4/8/16
+# programs per SM); 16 x 256 at 8 per SM: 15.9 / 13.1 / 50.1 us.
+CONFIG = DenseGemvConfig(block_n=8, block_k=512, num_warps=4, why="H100 sweep, q/k/v and o of GPT-OSS")
+SPLIT = SplitPolicy(programs_per_sm=4, min_steps=2)
+# Under TRITON_INTERPRET=1: small tiles so CI shapes still take several steps, split K and mask a tail.
+INTERPRETER_CONFIG = DenseGemvConfig(block_n=8, block_k=32, num_warps=4, why="interpreter")
+
+
+def projections(x: torch.Tensor, weights, biases=None) -> torch.Tensor:
+    """``[M, N_0 + N_1 + ...]``: ``x @ W_i.T + b_i`` for each weight, side by side, in ``x.dtype``.
+
+    Args:
+        x: ``[M, K]`` bfloat16 / float16 / float32 on a CUDA device (or the CPU under ``TRITON_INTERPRET=1``).
+        weights: 1 to 3 tensors ``[N_i, K]`` of x's dtype and device (``nn.Linear.weight`` layout).
+        biases: None, or one entry per weight: None or ``[N_i]`` of x's dtype (all None or all tensors).
+
+    Returns:
+        ``[M, sum N_i]`` in ``x.dtype``; columns ``N_0 + ... + N_{i-1}`` onward hold projection i.
+
+    >>> qkv = projections(x, (q_proj.weight, k_proj.weight, v_proj.weight), (q_proj.bias, k_proj.bias, v_proj.bias))
+    >>> q, k, v = qkv.split([4096, 512, 512], dim=-1)
+    """
+    weights, biases = _check(x, weights, biases)
+    if x.stride(1) != 1:
+        x = x.contiguous()
+    M, K = x.shape
+    widths = [w.shape[0] for w in weights]
+    out = torch.empty((M, sum(widths)), dtype=x.dtype, device=x.device)
+    if M == 0 or out.shape[1] == 0:
+        return out
+    if K == 0:
+        return out.copy_(torch.cat(biases)[None, :].expand_as(out)) if biases else out.zero_()
+    interpreted = not x.is_cuda
+    device_index = -1 if interpreted else x.get_device()
+    cfg, grid, k_per_split = _plan(M, tuple(widths), K, device_index, interpreted)
+    stream = 0 if interpreted else current_stream(device_index)
+    tiles = grid[0] * M if grid[1] > 1 else 0
+    partials, counters = reduction_workspace(_WORKSPACES, x.device, stream, tiles * cfg.block_n * grid[1], tiles)
+    padded = list(weights) + [weights[0]] * (MAX_WEIGHTS - len(weights))
+    padded_bias = (list(biases) + [biases[0]] * (MAX_WEIGHTS - len(biases))) if biases else [out] * MAX_WEIGHTS
+    padded_widths = widths + [0] * (MAX_WEIGHTS - len(widths))
+    projection_gemv_kernel[grid](
+        x, *padded, *padded_bias, out, partials, counters,
+        M, K, *padded_widths, k_per_split,
+        x.stride(0), *(w.stride(0) for w in padded), out.stride(0),
+        BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, HAS_BIAS=bool(biases), INTERPRETED=interpreted,
+        num_warps=cfg.num_warps,
+    )
+    return out
+
+
+def _check(x, weights, biases):
+    """Validate the launch's inputs (named errors, before any kernel runs); weights made unit-stride along K."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 2:
+        raise ValueError(f"projections: x must be a 2-D tensor [M, K], got {getattr(x, 'shape', type(x))}")
+    if x.dtype not in _DTYPES:
+        raise TypeError(f"projections: x must be bfloat16, float16 or float32, got {x.dtype}")
+    if not x.is_cuda and not (x.device.type == "cpu" and triton_interpreter_enabled()):
+        raise BackendUnavailableError(f"projections runs a Triton kernel and x is on {x.device}: use a CUDA tensor or "
+                                      "set TRITON_INTERPRET=1 before importing mxfp4")
+    if isinstance(weights, torch.Tensor):
+        weights = (weights,)
+    weights = tuple(weights)
+    if not 1 <= len(weights) <= MAX_WEIGHTS:
+        raise ValueError(f"projections takes 1 to {MAX_WEIGHTS} weights, got {len(weights)}")
+    K = x.shape[1]
+    checked = []
+    for i, w in enumerate(weights):
+        if not isinstance(w, torch.Tensor) or w.dim() != 2 or w.shape[1] != K:
+            raise ValueError(f"projections: weight {i} must be [N, {K}] to match x {tuple(x.shape)}, "
+                             f"got {tuple(getattr(w, 'shape', ()))}")
+        if w.dtype != x.dtype or w.device != x.device:
+            raise TypeError(f"projections: weight {i} is {w.dtype} on {w.device}, x is {x.dtype} on {x.device}; "
+                            "they must match")
+        checked.append(w if w.stride(1) == 1 else w.contiguous())
+    if biases is None or all(b is None for b in biases):
+        return tuple(checked), ()
+    biases = tuple(biases)
+    if len(biases) != len(weights) or any(b is None for b in biases):
+        raise ValueError(f"projections: give a bias for every weight or none ({len(weights)} weights, biases "
+                         f"{[None if b is None else tuple(b.shape) for b in biases]})")
+    for i, (b, w) in enumerate(zip(biases, checked)):
+        if b.shape != (w.shape[0],) or b.dtype != x.dtype or b.device != x.device:
+            raise ValueError(f"projections: bias {i} must be [{w.shape[0]}] {x.dtype} on {x.device}, got "
+                             f"{tuple(b.shape)} {b.dtype} on {b.device}")
+    return tuple(checked), tuple(b.contiguous() for b in biases)
+
+
+_WORKSPACES: dict = {}
+
+
+@functools.lru_cache(maxsize=1024)
+def _plan(M: int, widths: tuple, K: int, device_index: int, interpreted: bool):
+    """(config, grid, k_per_split) for one shape; K split so that every SM gets ~SPLIT.programs_per_sm programs."""
+    if M > _GRID_Z_LIMIT:
+        raise ValueError(f"projections is a decode-sized GEMV: M = {M} rows is more than {_GRID_Z_LIMIT}; use a "
+                         "GEMM (torch.nn.functional.linear)")
+    cfg = INTERPRETER_CONFIG if interpreted else CONFIG
+    num_sms = 2 if interpreted else torch.cuda.get_device_properties(device_index).multi_processor_count
+    n_tiles = sum(triton.cdiv(n, cfg.block_n) for n in widths)
+    splits, k_per_split = split_k(n_tiles * M, K, cfg.block_k, num_sms, SPLIT)
+    return cfg, (n_tiles, splits, M), k_per_split
+
+
+@triton.jit
+def projection_gemv_kernel(
+    x_ptr, w0_ptr, w1_ptr, w2_ptr, b0_ptr, b1_ptr, b2_ptr, out_ptr, partials_ptr, counters_ptr,
+    M, K, n0, n1, n2, k_per_split,
+    stride_xm, stride_w0, stride_w1, stride_w2, stride_om,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, HAS_BIAS: tl.constexpr, INTERPRETED: tl.constexpr,
+):
+    """out[m, c_i + n] = sum_k x[m, k] * W_i[n, k] (+ b_i[n]) with c_i = n_0 + ... + n_{i-1}; grid
+    (tiles of all weights, K slices, M)."""
+    pid_n = tl.program_id(0)
+    split = tl.program_id(1)
+    row = tl.program_id(2)
+    tiles0 = tl.cdiv(n0, BLOCK_N)
+    tiles01 = tiles0 + tl.cdiv(n1, BLOCK_N)
+    if pid_n < tiles0:
+        w_ptr, b_ptr, n, stride_w, first_col, first_tile = w0_ptr, b0_ptr, n0, stride_w0, 0, 0
+    elif pid_n < tiles01:
+        w_ptr, b_ptr, n, stride_w, first_col, first_tile = w1_ptr, b1_ptr, n1, stride_w1, n0, tiles0
+    else:
+        w_ptr, b_ptr, n, stride_w, first_col, first_tile = w2_ptr, b2_ptr, n2, stride_w2, n0 + n1, tiles01
+    offs_n = (pid_n - first_tile) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    # Clamped rows keep every load in bounds without a row mask (so loads stay 16-byte vectors); never stored.
+    w_rows = tl.minimum(offs_n, n - 1).to(tl.int64)
+    w_ptrs = w_ptr + w_rows[:, None] * stride_w + offs_k[None, :]
+    # x is read as a [BLOCK_N, BLOCK_K] tile with a zero row stride, in the weight tile's layout: each thread loads
+    # the activations it multiplies (L1 hits after the first), and no shared-memory exchange is needed per step.
+    x_ptrs = x_ptr + row.to(tl.int64) * stride_xm + offs_k[None, :] + tl.zeros([BLOCK_N, 1], dtype=tl.int32)
+
+    begin, end, full_end = split_range(split, k_per_split, K, K, BLOCK_K)
+    acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
+    for k0 in range(begin, full_end, BLOCK_K):
+        acc += tl.load(w_ptrs + k0).to(tl.float32) * tl.load(x_ptrs + k0).to(tl.float32)
+    if full_end < end:  # at most one step: the slice's remainder (the last slice's may end at K)
+        live = (full_end + offs_k < end)[None, :]
+        w = tl.load(w_ptrs + full_end, mask=live, other=0.0).to(tl.float32)
+        acc += w * tl.load(x_ptrs + full_end, mask=live, other=0.0).to(tl.float32)
+    tile = row * tl.num_programs(0) + pid_n
+    offs_m = row + tl.arange(0, 1)
+    finish_tile(tl.sum(acc, axis=1)[None, :], out_ptr + first_col, b_ptr, partials_ptr, counters_ptr, tile, split,
+                tl.num_programs(1), offs_m, offs_n, M, n, stride_om, 1, HAS_BIAS, 1, BLOCK_N, INTERPRETED)
+
+
+# --- ahead-of-time compile list -------------------------------------------------------------------------------------
+_SIG = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+
+
+def compile_specs(backend) -> list[dict]:
+    """The variants the model's decode launches, per activation dtype the path serves (``aot.py``'s contract)."""
+    from mxfp4.dispatch import Backend
+
+    dtypes = (torch.float16, torch.float32) if Backend(backend) is Backend.FP32 else _DTYPES
+    specs = []
+    for dtype in dtypes:
+        t = _SIG[dtype]
+        for has_bias in (True, False):
+            signature = {
+                "x_ptr": f"*{t}", "w0_ptr": f"*{t}", "w1_ptr": f"*{t}", "w2_ptr": f"*{t}",
+                "b0_ptr": f"*{t}", "b1_ptr": f"*{t}", "b2_ptr": f"*{t}", "out_ptr": f"*{t}",
+                "partials_ptr": "*fp32", "counters_ptr": "*i32",
+                "M": "i32", "K": "i32", "n0": "i32", "n1": "i32", "n2": "i32", "k_per_split": "i32",
+                "stride_xm": "i32", "stride_w0": "i32", "stride_w1": "i32", "stride_w2": "i32", "stride_om": "i32",
+                "BLOCK_N": "constexpr", "BLOCK_K": "constexpr", "HAS_BIAS": "constexpr", "INTERPRETED": "constexpr",
+            }
+            specs.append({
+                "name": f"projection_gemv_{t}_{'bias' if has_bias else 'nobias'}_n{CONFIG.block_n}_k{CONFIG.block_k}",
+                "fn": projection_gemv_kernel, "signature": signature,
+                "constexprs": {"BLOCK_N": CONFIG.block_n, "BLOCK_K": CONFIG.block_k, "HAS_BIAS": has_bias,
+                               "INTERPRETED": False},
+                "num_warps": CONFIG.num_warps, "num_stages": 1,
+                # GPT-OSS: K = 2880 / 4096, N = 4096 / 512 / 2880, row strides the same: all multiples of 16.
+                "divisible_by_16": ["K", "n0", "n1", "n2", "k_per_split", "stride_xm", "stride_w0", "stride_w1",
+                                    "stride_w2", "stride_om"],
+            })
+    return specs
