@@ -64,6 +64,16 @@ E8M0_MAX_EXPONENT = 127
 """Byte 254 is 2**127, the largest finite scale."""
 
 
+# --- float32 bit layout -------------------------------------------------------------------------------------------
+# Not part of MXFP4, but what every implementation here decodes into and quantizes from by bit manipulation: the
+# fields the kernels and the torch path place E2M1 / E8M0 bits into (E8M0 shares float32's exponent bias).
+F32_SIGN_BIT = 31
+"""Bit position of float32's sign."""
+F32_MANTISSA_BITS = 23
+"""float32 stores 23 mantissa bits below its 8 exponent bits."""
+F32_EXPONENT_BIAS = 127
+"""float32's exponent bias."""
+
 def e8m0_to_exponent(byte: int) -> int:
     """Unbiased exponent of a finite scale byte (0..254)."""
     if not 0 <= byte < E8M0_NAN:

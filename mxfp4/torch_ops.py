@@ -47,6 +47,9 @@ from .spec import (
     E8M0_MAX_EXPONENT,
     E8M0_MIN_EXPONENT,
     E8M0_NAN,
+    F32_EXPONENT_BIAS,
+    F32_MANTISSA_BITS,
+    F32_SIGN_BIT,
     NIBBLE_BITS,
     NIBBLE_MASK,
     ScaleMode,
@@ -63,24 +66,22 @@ CHUNK_ELEMENTS = 1 << 20
 CHUNK_ELEMENTS_ACCELERATOR = 1 << 24
 """Elements per eager chunk elsewhere (the torch path on a GPU): fewer, larger launches; a few hundred MB at most."""
 
-# --- float32 bit layout (the quantizer works on float32 bit patterns; spec constants are about E2M1/E8M0) --------
-_F32_MANTISSA_BITS = 23
-_F32_EXPONENT_BIAS = 127
-_F32_ABS_MASK = 0x7FFFFFFF
-_F32_INF_BITS = 0x7F800000
-_F32_MANTISSA_MASK = (1 << _F32_MANTISSA_BITS) - 1
-_F32_SIGN_SHIFT = 31
+# --- float32 bit layout (the quantizer works on float32 bit patterns; the fields are in mxfp4.spec) -----------------
+_F32_ABS_MASK = (1 << F32_SIGN_BIT) - 1
+_F32_INF_BITS = 0xFF << F32_MANTISSA_BITS
+_F32_MANTISSA_MASK = (1 << F32_MANTISSA_BITS) - 1
 # A block's amax fits under E2M1_MAX * 2**floor_rule exactly when its mantissa is <= that of E2M1_MAX (1.5 = 1.1b).
-_E2M1_MAX_MANTISSA_BITS = int((E2M1_MAX / 2**E2M1_EMAX - 1) * (1 << _F32_MANTISSA_BITS))
+_E2M1_MAX_MANTISSA_BITS = int((E2M1_MAX / 2**E2M1_EMAX - 1) * (1 << F32_MANTISSA_BITS))
 # floor(log2(amax)) = exponent field - bias; the OCP rule subtracts E2M1_EMAX more.
-_FLOOR_RULE_OFFSET = _F32_EXPONENT_BIAS + E2M1_EMAX
+_FLOOR_RULE_OFFSET = F32_EXPONENT_BIAS + E2M1_EMAX
 # float16 bit layout, for decoding float16 pairs into float32 magnitude bits.
 _F16_ABS_MASK = 0x7FFF
 _F16_MANTISSA_BITS = 10
+_F16_EXPONENT_BIAS = 15
 _F16_INF_BITS = 0x7C00
 _F16_MIN_NORMAL_BITS = 1 << _F16_MANTISSA_BITS
 _F16_SUBNORMAL_UNIT = 2.0**-24
-_F16_TO_F32_EXPONENT_SHIFT = (127 - 15) << _F32_MANTISSA_BITS
+_F16_TO_F32_EXPONENT_SHIFT = (F32_EXPONENT_BIAS - _F16_EXPONENT_BIAS) << F32_MANTISSA_BITS
 _HALF_BITS = 16
 # Where the sign of element 2i / 2i+1 sits in a packed word, shifted down onto E2M1's sign bit (bit 3).
 _SIGN_TO_CODE_SHIFT = 15 - 3
@@ -157,8 +158,8 @@ def _magnitude_bits(words: torch.Tensor, dtype: torch.dtype):
     if dtype == torch.float32:
         low_abs = (words & _F32_ABS_MASK).to(torch.int32)
         high_abs = ((words >> 32) & _F32_ABS_MASK).to(torch.int32)
-        low_sign = ((words >> (_F32_SIGN_SHIFT - 3)) & E2M1_SIGN_BIT).to(torch.int32)
-        high_sign = ((words >> (32 + _F32_SIGN_SHIFT - 3)) & E2M1_SIGN_BIT).to(torch.int32)
+        low_sign = ((words >> (F32_SIGN_BIT - 3)) & E2M1_SIGN_BIT).to(torch.int32)
+        high_sign = ((words >> (32 + F32_SIGN_BIT - 3)) & E2M1_SIGN_BIT).to(torch.int32)
         return low_abs, high_abs, low_sign, high_sign
     low_half = words & _F16_ABS_MASK
     high_half = (words >> _HALF_BITS) & _F16_ABS_MASK
@@ -171,15 +172,15 @@ def _magnitude_bits(words: torch.Tensor, dtype: torch.dtype):
 
 def _float16_to_float32_bits(half: torch.Tensor) -> torch.Tensor:
     """float32 bits of non-negative float16 bit patterns (int32): normals rebias, subnormals scale, Inf/NaN keep."""
-    normal = (half << (_F32_MANTISSA_BITS - _F16_MANTISSA_BITS)) + _F16_TO_F32_EXPONENT_SHIFT
-    special = (half << (_F32_MANTISSA_BITS - _F16_MANTISSA_BITS)) | _F32_INF_BITS
+    normal = (half << (F32_MANTISSA_BITS - _F16_MANTISSA_BITS)) + _F16_TO_F32_EXPONENT_SHIFT
+    special = (half << (F32_MANTISSA_BITS - _F16_MANTISSA_BITS)) | _F32_INF_BITS
     subnormal = (half.to(torch.float32) * _F16_SUBNORMAL_UNIT).view(torch.int32)
     return torch.where(half < _F16_MIN_NORMAL_BITS, subnormal, torch.where(half >= _F16_INF_BITS, special, normal))
 
 
 def _power_of_two(exponent: torch.Tensor) -> torch.Tensor:
     """Exact float32 2**exponent for int32 exponents in [-126, 127], built from bits."""
-    return ((exponent + _F32_EXPONENT_BIAS) << _F32_MANTISSA_BITS).view(torch.float32)
+    return ((exponent + F32_EXPONENT_BIAS) << F32_MANTISSA_BITS).view(torch.float32)
 
 
 def _e2m1_magnitude_code(scaled: torch.Tensor) -> torch.Tensor:
@@ -236,7 +237,7 @@ def _quantize_words(words: torch.Tensor, dtype: torch.dtype, mode: ScaleMode):
     # Exponent field 0 (zero or subnormal amax) gives floor_rule <= -129: the clamp below yields -127, which is
     # the reference's exponent for those blocks in every mode (for amax = 0 by definition, for subnormals because
     # even FLOOR + 1 stays below E8M0's range).
-    floor_rule = ((amax_bits & _F32_ABS_MASK) >> _F32_MANTISSA_BITS) - _FLOOR_RULE_OFFSET
+    floor_rule = ((amax_bits & _F32_ABS_MASK) >> F32_MANTISSA_BITS) - _FLOOR_RULE_OFFSET
     if mode is ScaleMode.MSE:
         exp_low = floor_rule.clamp(E8M0_MIN_EXPONENT, E8M0_MAX_EXPONENT)
         exp_high = (floor_rule + 1).clamp(E8M0_MIN_EXPONENT, E8M0_MAX_EXPONENT)

@@ -15,12 +15,13 @@ from mxfp4.spec import (
     E2M1_SIGN_BIT,
     E8M0_BIAS,
     E8M0_NAN,
+    F32_EXPONENT_BIAS,
+    F32_MANTISSA_BITS,
+    F32_SIGN_BIT,
     NIBBLE_BITS,
     NIBBLE_MASK,
 )
 
-# float32 layout: sign bit 31 | 8 exponent bits (bias 127) | 23 mantissa bits.
-_F32_SIGN_BIT, _F32_MANTISSA_BITS, _F32_EXPONENT_BIAS = 31, 23, 127
 
 # As tl.constexpr so the jit functions below can read them.
 SIGN_BIT = tl.constexpr(E2M1_SIGN_BIT)
@@ -31,10 +32,10 @@ LOW_NIBBLE = tl.constexpr(NIBBLE_MASK)
 HIGH_SHIFT = tl.constexpr(NIBBLE_BITS)
 # E8M0 spans 2**-127 .. 2**127 and float32's normal range stops at 2**-126, so a scale is applied as two normal
 # powers of two whose product is exact; FLOAT32_EXPONENT_BIAS builds each one from its exponent bits.
-FLOAT32_EXPONENT_BIAS = tl.constexpr(_F32_EXPONENT_BIAS)
-FLOAT32_MANTISSA_BITS = tl.constexpr(_F32_MANTISSA_BITS)
-TOP_MANTISSA_BIT = tl.constexpr(1 << (_F32_MANTISSA_BITS - 1))
-assert E8M0_BIAS == _F32_EXPONENT_BIAS, "scale_factor uses the E8M0 byte as float32's exponent field"
+FLOAT32_EXPONENT_BIAS = tl.constexpr(F32_EXPONENT_BIAS)
+FLOAT32_MANTISSA_BITS = tl.constexpr(F32_MANTISSA_BITS)
+TOP_MANTISSA_BIT = tl.constexpr(1 << (F32_MANTISSA_BITS - 1))
+assert E8M0_BIAS == F32_EXPONENT_BIAS, "scale_factor uses the E8M0 byte as float32's exponent field"
 
 
 @triton.jit
@@ -100,13 +101,13 @@ def unpack_high(byte):
 # The scale is applied separately (once per 32-element block sum, or to a decoded tile). Tests check both nibbles
 # against decode_mxfp4 for every byte (tests/test_triton_matmul.py, tests/test_moe.py).
 LOW_NIBBLE_TO_TOP = tl.constexpr(32 - NIBBLE_BITS)  # the low nibble's sign bit -> float32's sign bit
-TOP_TO_MAGNITUDE = tl.constexpr(32 - NIBBLE_BITS - (_F32_MANTISSA_BITS - E2M1_MANTISSA_BITS))  # bit 28 -> 22: 6
-HIGH_NIBBLE_TO_MAGNITUDE = tl.constexpr(_F32_MANTISSA_BITS - E2M1_MANTISSA_BITS - NIBBLE_BITS)  # 18
+TOP_TO_MAGNITUDE = tl.constexpr(32 - NIBBLE_BITS - (F32_MANTISSA_BITS - E2M1_MANTISSA_BITS))  # bit 28 -> 22: 6
+HIGH_NIBBLE_TO_MAGNITUDE = tl.constexpr(F32_MANTISSA_BITS - E2M1_MANTISSA_BITS - NIBBLE_BITS)  # 18
 # float32's sign bit + the 3 E2M1 magnitude bits at float32 bits 24..22, as an int32 (0x81C00000).
 E2M1_FLOAT32_BITS = tl.constexpr(
-    ((1 << _F32_SIGN_BIT) | (E2M1_MAGNITUDE_MASK << (_F32_MANTISSA_BITS - E2M1_MANTISSA_BITS))) - (1 << 32)
+    ((1 << F32_SIGN_BIT) | (E2M1_MAGNITUDE_MASK << (F32_MANTISSA_BITS - E2M1_MANTISSA_BITS))) - (1 << 32)
 )
-E2M1_TO_FLOAT32_SCALE = tl.constexpr(float(2 ** (_F32_EXPONENT_BIAS - E2M1_EXPONENT_BIAS)))  # 2**126
+E2M1_TO_FLOAT32_SCALE = tl.constexpr(float(2 ** (F32_EXPONENT_BIAS - E2M1_EXPONENT_BIAS)))  # 2**126
 
 
 @triton.jit

@@ -45,12 +45,24 @@ from mxfp4.spec import (
     E2M1_MAX,
     E8M0_MAX_EXPONENT,
     E8M0_MIN_EXPONENT,
+    F32_EXPONENT_BIAS,
+    F32_MANTISSA_BITS,
+    F32_SIGN_BIT,
     ScaleMode,
     num_blocks,
 )
 
 from .launch import check_launchable, next_pow2, on_device, rows_view, tile_coordinates
-from .mx import HIGH_SHIFT, SCALE_BIAS, SCALE_NAN, SIGN_BIT, e2m1_twice, pow2
+from .mx import (
+    FLOAT32_EXPONENT_BIAS,
+    FLOAT32_MANTISSA_BITS,
+    HIGH_SHIFT,
+    SCALE_BIAS,
+    SCALE_NAN,
+    SIGN_BIT,
+    e2m1_twice,
+    pow2,
+)
 
 __all__ = ["quantize", "compile_specs", "INPUT_DTYPES"]
 
@@ -66,19 +78,15 @@ MAX_EXPONENT = tl.constexpr(E8M0_MAX_EXPONENT)
 BF16_SHIFT = tl.constexpr(16)
 """bfloat16 is the upper 16 bits of a float32."""
 
-# float32 layout: sign | 8 exponent bits | 23 mantissa bits.
-_F32_MANTISSA_BITS = 23
-_F32_EXPONENT_BIAS = 127
-F32_MANTISSA_BITS = tl.constexpr(_F32_MANTISSA_BITS)
-F32_EXPONENT_BIAS = tl.constexpr(_F32_EXPONENT_BIAS)
-F32_ABS_MASK = tl.constexpr((1 << 31) - 1)
-F32_MANTISSA_MASK = tl.constexpr((1 << _F32_MANTISSA_BITS) - 1)
-F32_INF_BITS = tl.constexpr(0xFF << _F32_MANTISSA_BITS)
+# float32 layout (mxfp4.spec): sign | 8 exponent bits | 23 mantissa bits.
+F32_ABS_MASK = tl.constexpr((1 << F32_SIGN_BIT) - 1)
+F32_MANTISSA_MASK = tl.constexpr((1 << F32_MANTISSA_BITS) - 1)
+F32_INF_BITS = tl.constexpr(0xFF << F32_MANTISSA_BITS)
 """Bits of +Inf: |x| bits at or above it are Inf or NaN."""
 
 
 def _f32_mantissa_bits(value: float) -> int:
-    return struct.unpack("<I", struct.pack("<f", value))[0] & ((1 << _F32_MANTISSA_BITS) - 1)
+    return struct.unpack("<I", struct.pack("<f", value))[0] & ((1 << F32_MANTISSA_BITS) - 1)
 
 
 # ceil: amax fits under E2M1_MAX * 2**(floor_log2 - EMAX) iff its mantissa is at most that of E2M1_MAX / 2**EMAX
@@ -99,13 +107,13 @@ MSE_HALF_UNIT = tl.constexpr(2 ** (_MSE_FRACTION_BITS - 2))
 # it (ties to even, by the FPU), and the sum's low bits count the steps. Exact in every case, no table.
 E2M1_MIN_NORMAL = 2.0 ** (1 - E2M1_EXPONENT_BIAS)
 E2M1_SUBNORMAL_STEP = E2M1_MIN_NORMAL / 2**E2M1_MANTISSA_BITS
-_DROPPED_BITS = _F32_MANTISSA_BITS - E2M1_MANTISSA_BITS
+_DROPPED_BITS = F32_MANTISSA_BITS - E2M1_MANTISSA_BITS
 DROPPED_BITS = tl.constexpr(_DROPPED_BITS)
 HALF_DROPPED_MINUS_ONE = tl.constexpr((1 << (_DROPPED_BITS - 1)) - 1)
 MIN_NORMAL_BITS = tl.constexpr(struct.unpack("<i", struct.pack("<f", E2M1_MIN_NORMAL))[0])  # 1.0
-NORMAL_CODE_OFFSET = tl.constexpr((_F32_EXPONENT_BIAS - E2M1_EXPONENT_BIAS) << E2M1_MANTISSA_BITS)
+NORMAL_CODE_OFFSET = tl.constexpr((F32_EXPONENT_BIAS - E2M1_EXPONENT_BIAS) << E2M1_MANTISSA_BITS)
 MAX_MAGNITUDE_CODE = tl.constexpr(E2M1_MAGNITUDE_MASK)
-_SUBNORMAL_MAGIC = E2M1_SUBNORMAL_STEP * 2.0**_F32_MANTISSA_BITS  # 2**22: its float32 ulp is the step, 0.5
+_SUBNORMAL_MAGIC = E2M1_SUBNORMAL_STEP * 2.0**F32_MANTISSA_BITS  # 2**22: its float32 ulp is the step, 0.5
 SUBNORMAL_MAGIC = tl.constexpr(_SUBNORMAL_MAGIC)
 SUBNORMAL_MAGIC_BITS = tl.constexpr(struct.unpack("<i", struct.pack("<f", _SUBNORMAL_MAGIC))[0])
 
@@ -377,7 +385,7 @@ def quantize_mxfp4_kernel(
     negative = bits < 0
     amax_bits = tl.max(bits & F32_ABS_MASK, axis=2)
     finite = amax_bits < F32_INF_BITS
-    floor_log2 = (amax_bits >> F32_MANTISSA_BITS) - F32_EXPONENT_BIAS
+    floor_log2 = (amax_bits >> FLOAT32_MANTISSA_BITS) - FLOAT32_EXPONENT_BIAS
     floor_rule = floor_log2 - EMAX
 
     if MODE == MODE_MSE:
