@@ -246,6 +246,26 @@ def test_blocks_not_word_aligned(offset, schedule, rng, device):
     assert_same(y, clean, f"blocks at byte offset {offset} vs aligned ({schedule})")
 
 
+def test_word_aligned_copies_only_misaligned_blocks():
+    """launch.word_aligned (the GEMVs' guard, also in moe_gate_up_gemv's launcher): an aligned tensor comes back
+    as is; a view 1-3 bytes off a word boundary, or with an outer stride that is not a multiple of 4, comes back
+    as an aligned copy holding the same bytes."""
+    from mxfp4.triton_kernels.launch import word_aligned
+
+    buffer = torch.arange(4 * 3 * 2 * 16 + 8, dtype=torch.int64).remainder(251).to(torch.uint8)
+    aligned = buffer[:96].view(3, 2, 16)
+    assert word_aligned(aligned) is aligned
+    for offset in (1, 2, 3):
+        view = buffer[offset:offset + 96].view(3, 2, 16)
+        fixed = word_aligned(view)
+        assert fixed.data_ptr() % 4 == 0 and torch.equal(fixed, view), f"offset {offset}"
+    sliced = buffer[:4 * 3 * 2 * 16].view(4, 3, 2, 16)[:, :2]  # not contiguous, but every stride a multiple of 4
+    strided = torch.as_strided(buffer, (3, 2, 16), (34, 16, 1))  # row stride 34: not a multiple of 4
+    fixed = word_aligned(strided)
+    assert all(stride % 4 == 0 for stride in fixed.stride()[:-2]) and torch.equal(fixed, strided)
+    assert word_aligned(sliced) is sliced
+
+
 @pytest.mark.parametrize("schedule", SCHEDULES)
 @pytest.mark.parametrize("backend", TRITON_BACKENDS)
 def test_non_contiguous_activations(backend, schedule, rng, device):

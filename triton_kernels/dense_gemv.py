@@ -25,9 +25,9 @@ import torch
 import triton
 import triton.language as tl
 
-from mxfp4.dispatch import BackendUnavailableError, triton_interpreter_enabled
+from mxfp4.dispatch import Backend
 
-from .launch import current_stream, reduction_workspace
+from .launch import TRITON_TYPES, check_launchable, current_stream, reduction_workspace, sm_count
 from .splitk import SplitPolicy, finish_tile, split_k, split_range
 
 __all__ = ["projections", "compile_specs", "MAX_WEIGHTS", "DenseGemvConfig"]
@@ -108,9 +108,7 @@ def _check(x, weights, biases):
         raise ValueError(f"projections: x must be a 2-D tensor [M, K], got {getattr(x, 'shape', type(x))}")
     if x.dtype not in _DTYPES:
         raise TypeError(f"projections: x must be bfloat16, float16 or float32, got {x.dtype}")
-    if not x.is_cuda and not (x.device.type == "cpu" and triton_interpreter_enabled()):
-        raise BackendUnavailableError(f"projections runs a Triton kernel and x is on {x.device}: use a CUDA tensor or "
-                                      "set TRITON_INTERPRET=1 before importing mxfp4")
+    check_launchable(x, "projections")
     if isinstance(weights, torch.Tensor):
         weights = (weights,)
     weights = tuple(weights)
@@ -149,7 +147,7 @@ def _plan(M: int, widths: tuple, K: int, device_index: int, interpreted: bool):
         raise ValueError(f"projections is a decode-sized GEMV: M = {M} rows is more than {_GRID_Z_LIMIT}; use a "
                          "GEMM (torch.nn.functional.linear)")
     cfg = INTERPRETER_CONFIG if interpreted else CONFIG
-    num_sms = 2 if interpreted else torch.cuda.get_device_properties(device_index).multi_processor_count
+    num_sms = 2 if interpreted else sm_count(device_index)
     n_tiles = sum(triton.cdiv(n, cfg.block_n) for n in widths)
     splits, k_per_split = split_k(n_tiles * M, K, cfg.block_k, num_sms, SPLIT)
     return cfg, (n_tiles, splits, M), k_per_split
@@ -199,17 +197,12 @@ def projection_gemv_kernel(
 
 
 # --- ahead-of-time compile list -------------------------------------------------------------------------------------
-_SIG = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
-
-
 def compile_specs(backend) -> list[dict]:
     """The variants the model's decode launches, per activation dtype the path serves (``aot.py``'s contract)."""
-    from mxfp4.dispatch import Backend
-
     dtypes = (torch.float16, torch.float32) if Backend(backend) is Backend.FP32 else _DTYPES
     specs = []
     for dtype in dtypes:
-        t = _SIG[dtype]
+        t = TRITON_TYPES[dtype]
         for has_bias in (True, False):
             signature = {
                 "x_ptr": f"*{t}", "w0_ptr": f"*{t}", "w1_ptr": f"*{t}", "w2_ptr": f"*{t}",

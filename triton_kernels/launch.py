@@ -7,6 +7,7 @@ id onto the ``[outer, row tile, block tile]`` grid those kernels use.
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 import triton
@@ -65,6 +66,24 @@ def check_launchable(t: torch.Tensor, what: str) -> None:
         f"{what} runs a Triton kernel and got a tensor on {t.device}: use a CUDA tensor, set TRITON_INTERPRET=1 "
         "before importing mxfp4 to run on the CPU, or use backend='torch'"
     )
+
+
+#: Triton signature type of each activation dtype, for the modules' compile_specs (aot.py).
+TRITON_TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+
+
+@functools.lru_cache(maxsize=None)
+def sm_count(device_index: int) -> int:
+    """Streaming multiprocessors of CUDA device ``device_index``, queried once."""
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def word_aligned(blocks: torch.Tensor) -> torch.Tensor:
+    """Packed MXFP4 bytes (uint8 ``[..., G, 16]``, contiguous ``[G, 16]`` rows) that the GEMVs can read as int32
+    words: the base address and every outer stride a multiple of 4 bytes; a copy only where they are not."""
+    if blocks.data_ptr() % 4 or any(stride % 4 for stride in blocks.stride()[:-2]):
+        return blocks.clone() if blocks.is_contiguous() else blocks.contiguous()
+    return blocks
 
 
 def reduction_workspace(cache: dict, device: torch.device, stream: int, floats: int, counters: int):

@@ -45,7 +45,7 @@ import triton.language as tl
 from mxfp4.dispatch import Backend, BackendUnavailableError, triton_interpreter_enabled
 from mxfp4.spec import BLOCK_SIZE, BYTES_PER_BLOCK, E8M0_BIAS, num_blocks
 
-from .launch import current_stream, reduction_workspace
+from .launch import TRITON_TYPES, current_stream, reduction_workspace, sm_count, word_aligned
 from .splitk import SplitPolicy, finish_tile, split_k, split_range
 from .mx import WORDS_PER_BLOCK, e2m1_high, e2m1_low, scale_factor, word_block_sums
 
@@ -313,11 +313,6 @@ class Plan:
     tiles: int
 
 
-@functools.lru_cache(maxsize=None)
-def _num_sms(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
-
-
 def _dot_dtype(backend: Backend, dtype: torch.dtype):
     if backend is Backend.FP32 or dtype == torch.float32:
         return tl.float32
@@ -371,7 +366,7 @@ def choose_plan(backend: Backend, M: int, N: int, K: int, dtype: torch.dtype, nu
 @functools.lru_cache(maxsize=4096)
 def _cached_plan(backend, M, N, K, dtype, device_index, schedule, interpreted):
     # Under the interpreter there is no SM count: pretend 2 SMs so that small test shapes still split K.
-    num_sms = 2 if interpreted else _num_sms(device_index)
+    num_sms = 2 if interpreted else sm_count(device_index)
     return choose_plan(backend, M, N, K, dtype, num_sms, schedule, interpreted)
 
 
@@ -440,12 +435,10 @@ def matmul(a: torch.Tensor, blocks: torch.Tensor, scales: torch.Tensor, bias: to
     if blocks.shape != (N, G, BYTES_PER_BLOCK) or G != num_blocks(K):
         raise ValueError(f"matmul: blocks {tuple(blocks.shape)} / scales {tuple(scales.shape)} do not hold a weight "
                          f"[N, {K}] (expected [N, {num_blocks(K)}, {BYTES_PER_BLOCK}] and [N, {num_blocks(K)}])")
+    if blocks.stride(2) != 1 or blocks.stride(1) != BYTES_PER_BLOCK:
+        blocks = blocks.contiguous()  # the kernels read each block as 16 contiguous bytes
+    blocks = word_aligned(blocks)  # the GEMV reads them as four int32 words
     block_strides = blocks.stride()
-    if (block_strides[2] != 1 or block_strides[1] != BYTES_PER_BLOCK or block_strides[0] % 4
-            or blocks.data_ptr() % 4):
-        # The kernels read each block as 16 contiguous bytes, the GEMV as four int32 words (rows 4-byte aligned).
-        blocks = blocks.clone() if blocks.is_contiguous() else blocks.contiguous()
-        block_strides = blocks.stride()
     # Offsets along K are 32-bit in the kernels (rows are 64-bit): copy views whose K strides would overflow them.
     if (K - 1) * abs(a.stride(1)) >= _INT32_LIMIT:
         a = a.contiguous()
@@ -512,7 +505,6 @@ _CONSTEXPR_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_G", "BLOCK_K", "GROUP_M", "HAS_
 
 
 # --- ahead-of-time compile list -------------------------------------------------------------------------------------
-_TORCH_TO_SIG = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 _INT_ARGS = ("M", "N", "K", "num_groups", "groups_per_split", "stride_am", "stride_ak", "stride_bn", "stride_sn",
              "stride_sg", "stride_om", "stride_on")
 # The strides that are 1 for contiguous a, scales and out: the JIT specializes an int argument equal to 1 into a
@@ -547,7 +539,7 @@ def compile_specs(backend: Backend, exhaustive: bool = False) -> list[dict]:
     specs = []
     extras_done = set()
     for dtype in (torch.bfloat16, torch.float16, torch.float32):
-        a_sig = _TORCH_TO_SIG[dtype]
+        a_sig = TRITON_TYPES[dtype]
         plans = {}
         # One representative shape per table entry the dispatcher (or a forced schedule) can reach.
         for M in (1, 3, 16, 64, 1024):

@@ -33,6 +33,7 @@ import torch
 from mxfp4.dispatch import Backend
 
 from . import moe_combine, moe_down, moe_down_gemv, moe_gate_up, moe_gate_up_gemv, moe_routing, moe_sort
+from .launch import TRITON_TYPES
 from .moe_common import next_power_of_2_at_least
 
 #: Pairs (tokens * k) up to which the weight-streaming GEMVs run (decode). Cost model: a GEMV decodes each hit
@@ -176,7 +177,6 @@ def _rows_contiguous(blocks: torch.Tensor, scales: torch.Tensor):
 
 
 # --- ahead-of-time compilation ----------------------------------------------------------------------------------
-_TRITON_TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 
 #: Expert counts of the released GPT-OSS models (gpt-oss-20b, gpt-oss-120b): BLOCK_E is specialized on them.
 GPT_OSS_NUM_EXPERTS = (32, 128)
@@ -197,7 +197,7 @@ def compile_specs(backend: Backend, activation: torch.dtype | None = None,
         return []
     if activation is None:
         activation = torch.float32 if backend is Backend.FP32 else torch.bfloat16
-    act_type = _TRITON_TYPES[activation]
+    act_type = TRITON_TYPES[activation]
     hidden_act_type = "fp32" if backend is Backend.FP32 else "bf16"
     specs = moe_combine.compile_specs(act_type)
     for _, gate_up_config, down_config in GEMV_SCHEDULES:  # the decode GEMVs do not depend on E

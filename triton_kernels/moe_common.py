@@ -99,14 +99,6 @@ def load_mxfp4_tile(blocks_ptr, scales_ptr, row, g0, num_groups, length, blocks_
     return w
 
 
-def aligned_words(blocks):
-    """``blocks`` (uint8 ``[..., G, 16]`` with contiguous ``[G, 16]`` rows) as the decode GEMVs read it: int32
-    words, so the base address and every outer stride must be multiples of 4 bytes; a copy only if they are not."""
-    if blocks.data_ptr() % 4 or any(stride % 4 for stride in blocks.stride()[:-2]):
-        return blocks.clone() if blocks.is_contiguous() else blocks.contiguous()
-    return blocks
-
-
 @triton.jit
 def gemv_block_sums(packed, scale, x_even, x_odd, BYTE_AXIS: tl.constexpr):
     """``[..., G]`` float32: each MX block's dot with its 32 activations, times the block's scale.

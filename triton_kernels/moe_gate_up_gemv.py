@@ -26,7 +26,8 @@ import triton.language as tl
 
 from mxfp4.dispatch import triton_interpreter_enabled
 
-from .moe_common import BLOCK_ELEMENTS, SCALE_ONE, aligned_words, cast, swiglu
+from .launch import word_aligned
+from .moe_common import BLOCK_ELEMENTS, SCALE_ONE, cast, swiglu
 from .mx import WORDS_PER_BLOCK, word_block_sums
 
 
@@ -44,7 +45,7 @@ def gate_up_swiglu_gemv(x, expert_ids, w1_blocks, w1_scales, b1, alpha, limit, c
     """
     if x.stride(1) != 1:
         x = x.contiguous()
-    w1_blocks = aligned_words(w1_blocks)
+    w1_blocks = word_aligned(w1_blocks)
     tokens, hidden = x.shape
     top_k = expert_ids.shape[1]
     intermediate = w1_blocks.shape[1] // 2
