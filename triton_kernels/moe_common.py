@@ -164,3 +164,33 @@ def dot_accumulate_nt(a, w, acc, FP32_DOT: tl.constexpr, INTERPRETED: tl.constex
     else:
         out = tl.dot(a.to(tl.bfloat16), tl.trans(w.to(tl.bfloat16)), acc)
     return out
+
+
+@triton.jit
+def expert_rows_dot(a_rows, stride_ak, expert_blocks, expert_scales, w_row, length, blocks_stride_n,
+                    scales_stride_n, BLOCK_M: tl.constexpr, ROWS: tl.constexpr, BLOCK_K: tl.constexpr,
+                    FP32_DOT: tl.constexpr, INTERPRETED: tl.constexpr):
+    """``[BLOCK_M, ROWS]`` float32: ``a[:, :length] @ W[w_row, :length].T`` for one expert's MXFP4 rows ``w_row``.
+
+    ``a_rows``: ``[BLOCK_M, 1]`` pointers to the activation rows (K stride ``stride_ak``); ``expert_blocks`` /
+    ``expert_scales``: the expert's packed bytes and scales. Steps of ``BLOCK_K`` elements with every element inside
+    ``length`` run unmasked; the last, partial step masks the activations past ``length`` to 0 (and
+    ``load_mxfp4_tile`` zeroes the weights there).
+    """
+    GROUPS: tl.constexpr = BLOCK_K // BLOCK_ELEMENTS
+    num_groups = (length + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS
+    full_groups = length // BLOCK_K * GROUPS
+    acc = tl.zeros((BLOCK_M, ROWS), dtype=tl.float32)
+    for g0 in range(0, full_groups, GROUPS):
+        k = g0 * BLOCK_ELEMENTS + tl.arange(0, BLOCK_K)
+        a = tl.load(a_rows + k[None, :] * stride_ak)
+        w = load_mxfp4_tile(expert_blocks, expert_scales, w_row, g0, num_groups, length, blocks_stride_n,
+                            scales_stride_n, ROWS, BLOCK_K, False)
+        acc = dot_accumulate_nt(a, w, acc, FP32_DOT, INTERPRETED)
+    if full_groups < num_groups:
+        k = full_groups * BLOCK_ELEMENTS + tl.arange(0, BLOCK_K)
+        a = tl.load(a_rows + k[None, :] * stride_ak, mask=(k < length)[None, :], other=0.0)
+        w = load_mxfp4_tile(expert_blocks, expert_scales, w_row, full_groups, num_groups, length, blocks_stride_n,
+                            scales_stride_n, ROWS, BLOCK_K, True)
+        acc = dot_accumulate_nt(a, w, acc, FP32_DOT, INTERPRETED)
+    return acc

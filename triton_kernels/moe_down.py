@@ -16,7 +16,7 @@ import triton.language as tl
 
 from mxfp4.dispatch import triton_interpreter_enabled
 
-from .moe_common import BLOCK_ELEMENTS, dot_accumulate_nt, expert_tile, load_mxfp4_tile, max_tiles
+from .moe_common import expert_rows_dot, expert_tile, max_tiles
 
 
 def down(act, sorted_pairs, counts, routing_weights, w2_blocks, w2_scales, b2, config):
@@ -82,22 +82,8 @@ def down_kernel(
     expert_scales = scales_ptr + expert.to(tl.int64) * scales_stride_e
     act_rows = act_ptr + sorted_row.to(tl.int64)[:, None] * intermediate
 
-    GROUPS: tl.constexpr = BLOCK_K // BLOCK_ELEMENTS
-    num_groups = (intermediate + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS
-    full_groups = intermediate // BLOCK_K * GROUPS
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for g0 in range(0, full_groups, GROUPS):
-        k = g0 * BLOCK_ELEMENTS + tl.arange(0, BLOCK_K)
-        a = tl.load(act_rows + k[None, :])
-        w = load_mxfp4_tile(expert_blocks, expert_scales, w_row, g0, num_groups, intermediate, blocks_stride_n,
-                            scales_stride_n, BLOCK_N, BLOCK_K, False)
-        acc = dot_accumulate_nt(a, w, acc, FP32_DOT, INTERPRETED)
-    if full_groups < num_groups:
-        k = full_groups * BLOCK_ELEMENTS + tl.arange(0, BLOCK_K)
-        a = tl.load(act_rows + k[None, :], mask=(k < intermediate)[None, :], other=0.0)
-        w = load_mxfp4_tile(expert_blocks, expert_scales, w_row, full_groups, num_groups, intermediate,
-                            blocks_stride_n, scales_stride_n, BLOCK_N, BLOCK_K, True)
-        acc = dot_accumulate_nt(a, w, acc, FP32_DOT, INTERPRETED)
+    acc = expert_rows_dot(act_rows, 1, expert_blocks, expert_scales, w_row, intermediate, blocks_stride_n,
+                          scales_stride_n, BLOCK_M, BLOCK_N, BLOCK_K, FP32_DOT, INTERPRETED)
 
     acc += tl.load(bias_ptr + expert.to(tl.int64) * hidden + w_row).to(tl.float32)[None, :]
     weight = tl.load(routing_weights_ptr + pair)

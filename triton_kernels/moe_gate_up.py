@@ -19,7 +19,7 @@ import triton.language as tl
 
 from mxfp4.dispatch import triton_interpreter_enabled
 
-from .moe_common import BLOCK_ELEMENTS, cast, swiglu, dot_accumulate_nt, expert_tile, load_mxfp4_tile, max_tiles
+from .moe_common import cast, expert_rows_dot, expert_tile, max_tiles, swiglu
 
 
 def gate_up_swiglu(x, sorted_pairs, counts, top_k, w1_blocks, w1_scales, b1, alpha, limit, config, act_dtype):
@@ -98,22 +98,8 @@ def gate_up_swiglu_kernel(
     expert_scales = scales_ptr + expert.to(tl.int64) * scales_stride_e
     x_rows = x_ptr + token.to(tl.int64)[:, None] * stride_xt
 
-    GROUPS: tl.constexpr = BLOCK_K // BLOCK_ELEMENTS
-    num_groups = (hidden + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS
-    full_groups = hidden // BLOCK_K * GROUPS  # steps with every element inside H: no masks
-    acc = tl.zeros((BLOCK_M, 2 * BLOCK_N), dtype=tl.float32)
-    for g0 in range(0, full_groups, GROUPS):
-        k = g0 * BLOCK_ELEMENTS + tl.arange(0, BLOCK_K)
-        x = tl.load(x_rows + k[None, :] * stride_xh)
-        w = load_mxfp4_tile(expert_blocks, expert_scales, w_row, g0, num_groups, hidden, blocks_stride_n,
-                            scales_stride_n, 2 * BLOCK_N, BLOCK_K, False)
-        acc = dot_accumulate_nt(x, w, acc, FP32_DOT, INTERPRETED)
-    if full_groups < num_groups:  # the last, partial step
-        k = full_groups * BLOCK_ELEMENTS + tl.arange(0, BLOCK_K)
-        x = tl.load(x_rows + k[None, :] * stride_xh, mask=(k < hidden)[None, :], other=0.0)
-        w = load_mxfp4_tile(expert_blocks, expert_scales, w_row, full_groups, num_groups, hidden, blocks_stride_n,
-                            scales_stride_n, 2 * BLOCK_N, BLOCK_K, True)
-        acc = dot_accumulate_nt(x, w, acc, FP32_DOT, INTERPRETED)
+    acc = expert_rows_dot(x_rows, stride_xh, expert_blocks, expert_scales, w_row, hidden, blocks_stride_n,
+                          scales_stride_n, BLOCK_M, 2 * BLOCK_N, BLOCK_K, FP32_DOT, INTERPRETED)
 
     acc += tl.load(bias_ptr + expert.to(tl.int64) * (2 * intermediate) + w_row).to(tl.float32)[None, :]
     gate, up = tl.split(tl.reshape(acc, [BLOCK_M, BLOCK_N, 2]))
