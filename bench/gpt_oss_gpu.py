@@ -47,19 +47,11 @@ def decode_bytes_per_token(model: GptOss, batch: int = 1) -> int:
 
 
 def make_graph_decoder(model: GptOss, batch: int, max_len: int, start: int):
-    """Capture ``decode_step`` in a CUDA graph; returns (step(), static inputs)."""
+    """``decode_step`` captured in a CUDA graph (``GptOss.capture_decode``); returns (graph, static inputs, logits)."""
     ids = torch.randint(0, model.config.vocab_size, (batch, 1), device="cuda")
     column = torch.tensor([start], device="cuda")
     pad = torch.zeros(batch, dtype=torch.int64, device="cuda")
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(2):  # warm-up: compiles kernels, allocates workspaces outside the capture
-            model.decode_step(ids, column, pad)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        logits = model.decode_step(ids, column, pad)
+    _, graph, logits = model.capture_decode(ids, column, pad)
     return graph, ids, column, logits
 
 
@@ -89,15 +81,19 @@ def time_decode(model: GptOss, batch: int, context: int, steps: int, graph: bool
     return (time.perf_counter() - start) / steps
 
 
-def time_prefill(model: GptOss, tokens: int) -> float:
+def time_prefill(model: GptOss, tokens: int, repeats: int = 5) -> float:
+    """Median seconds of one ``tokens``-token prefill (after a warm-up that compiles), over ``repeats`` runs."""
     model.setup_cache(1, tokens)
     prompt = torch.randint(0, model.config.vocab_size, (1, tokens), device="cuda")
     model.forward_with_cache(prompt, 0, last_only=True)
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    model.forward_with_cache(prompt, 0, last_only=True)
-    torch.cuda.synchronize()
-    return time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        model.forward_with_cache(prompt, 0, last_only=True)
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
 
 
 class DenseExperts(torch.nn.Module):
@@ -151,7 +147,7 @@ def profile_decode(model: GptOss, context: int = 128) -> None:
     for e in kernels:
         count, us = by_name.get(e.name, (0, 0.0))
         by_name[e.name] = (count + 1, us + e.device_time)
-    for name, (count, us) in sorted(by_name.items(), key=lambda kv: -kv[1][1])[:25]:
+    for name, (count, us) in sorted(by_name.items(), key=lambda kv: -kv[1][1])[:45]:
         print(f"  {us:9.1f} us {count:5d}x  {name[:110]}")
 
 

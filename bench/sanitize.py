@@ -3,7 +3,7 @@
 Odd shapes and partial last blocks, so any load or store past an extent shows up as an invalid access.
 Run by bench/gpu.sh:  compute-sanitizer --tool memcheck --error-exitcode 9 python3 bench/sanitize.py [--only-moe]
 (MoE: T = 70 tokens take the tiled schedule, T = 1 and 9 the GEMV decode schedule; the dense projection GEMV
-of the model's decode at odd shapes.)
+of the model's decode at odd shapes; the fused decode attention.)
 """
 
 import sys
@@ -30,6 +30,9 @@ def run_dense(backend: str) -> None:
         for dtype in ACTIVATION_DTYPES:
             a = torch.randn(m, k, generator=gen, device="cuda").to(dtype)
             mxfp4.matmul(a, w, bias, backend=backend)
+            if m >= 300:  # a bias of a's dtype: the dequantize + cuBLAS schedule from DEQUANT_GEMM_MIN_M rows
+                mxfp4.matmul(torch.randn(600, k, generator=gen, device="cuda").to(dtype), w, bias.to(dtype),
+                             backend=backend)
     # The model's decode projections (one launch for three weights; odd widths and K, split K).
     from mxfp4.triton_kernels.dense_gemv import projections
 
@@ -38,6 +41,26 @@ def run_dense(backend: str) -> None:
         ws = [torch.randn(n, 333, generator=gen, device="cuda").to(dtype) for n in (70, 9, 17)]
         projections(x, ws, [torch.randn(w.shape[0], generator=gen, device="cuda").to(dtype) for w in ws])
         projections(x, ws[:1])
+
+
+def run_decode_attention() -> None:
+    """The fused decode attention: a padded head layout (6 on 2 KV heads of 24), a wrapped ring and a full cache
+    split over two programs per head, with left padding."""
+    from mxfp4.triton_kernels.decode_attention import decode_attention
+
+    gen = torch.Generator(device="cuda").manual_seed(2)
+    heads, kv_heads, dim = 6, 2, 24
+    for dtype in ACTIVATION_DTYPES:
+        for slots, column, ring in ((5, 13, True), (300, 290, False)):
+            def rand(*shape):
+                return torch.randn(*shape, generator=gen, device="cuda").to(dtype)
+
+            keys, values = rand(2, kv_heads, slots, dim), rand(2, kv_heads, slots, dim)
+            columns = torch.arange(slots, device="cuda") + (column - slots if ring else 0)
+            decode_attention(rand(2, heads * dim), rand(2, kv_heads * dim), rand(2, kv_heads * dim),
+                             rand(2, dim // 2), rand(2, dim // 2), keys, values, columns,
+                             torch.tensor([column], device="cuda"), torch.tensor([0, 3], device="cuda"),
+                             rand(heads), scale=dim**-0.5, ring=ring, window=4 if ring else None)
 
 
 def run_moe(backend: str) -> None:
@@ -60,6 +83,8 @@ def main() -> int:
     for backend in BACKENDS:
         if not only_moe:
             run_dense(backend)
+            if backend == "hopper":
+                run_decode_attention()
         run_moe(backend)
         torch.cuda.synchronize()
         print(f"sanitize: {backend} path ran", flush=True)

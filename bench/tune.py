@@ -10,6 +10,9 @@ Sweeps (each prints the current table entry first, then the candidates, fastest 
   moe-crossover  the whole MoE layer at T = 1..16, E = 32 and 128, with the GEMVs and with the tensor-core tiles.
   dense-gemv   the q/k/v (one launch, three weights), o and 8192^2 bf16 projections at M = 1 against torch's F.linear
                (per weight, and on concatenated weights): BLOCK_N x BLOCK_K x warps x programs per SM.
+  decode-attention  the fused decode attention (RoPE, cache write, attention with sinks) at batch 1, GPT-OSS heads,
+               on a 128-slot ring, a 144-slot and a 4096-slot full cache, against the torch ops it replaced:
+               SLOTS_PER_SPLIT x BLOCK_S x warps x MAX_SPLITS.
   elementwise  quantize (floor, bf16 [16384, 8192] = 256 MiB) and dequantize (GPT-OSS experts [16, 5760, 90, 16]
                -> bf16, 530 MB): ELEMENTS_PER_PROGRAM x MAX_GROUP_TILE x num_warps, as % of the copy bandwidth.
 
@@ -283,8 +286,62 @@ def sweep_dense_gemv(results: dict) -> None:
     results["copy_bandwidth_gbs"] = bandwidth
 
 
+def sweep_decode_attention(results: dict) -> None:
+    from mxfp4.models import gpt_oss
+    from mxfp4.triton_kernels import decode_attention as da
+
+    heads, kv_heads, dim = 64, 8, 64
+    rows = []
+    saved = (da.SLOTS_PER_SPLIT, da.BLOCK_S, da.NUM_WARPS, da.MAX_SPLITS)
+    for name, slots, column, ring in (("ring 128", 128, 700, True), ("full 144 (context 129)", 144, 129, False),
+                                      ("full 4096 (context 4000)", 4096, 4000, False)):
+        window = 128 if ring else None
+        dt = torch.bfloat16
+        q, k, v = (torch.randn(1, n * dim, device="cuda", dtype=dt) for n in (heads, kv_heads, kv_heads))
+        cos, sin = torch.randn(1, dim // 2, device="cuda", dtype=dt), torch.randn(1, dim // 2, device="cuda", dtype=dt)
+        cache = gpt_oss.KVCache(1, kv_heads, dim, slots, ring=ring, dtype=dt, device="cuda")
+        cache.keys.normal_(), cache.values.normal_()
+        cache.columns.copy_(torch.arange(slots, device="cuda") + (column - slots if ring else 0))
+        if not ring:
+            cache.columns[column:] = -1
+        col, pad = torch.tensor([column], device="cuda"), torch.zeros(1, dtype=torch.int64, device="cuda")
+        sinks = torch.randn(heads, device="cuda", dtype=dt)
+
+        def torch_path():  # what gpt_oss.Attention.forward ran per decode step before the fused kernel
+            qh, kh = gpt_oss.rope_qk(q.view(1, heads, 1, dim), k.view(1, kv_heads, 1, dim),
+                                     cos.view(1, 1, 1, -1), sin.view(1, 1, 1, -1))
+            keys, values, key_columns = cache.update(kh, v.view(1, kv_heads, 1, dim), col)
+            allowed = gpt_oss.visible_keys(col, key_columns, pad, window)
+            return gpt_oss.attention_with_sinks(qh, keys, values, allowed, sinks, dim**-0.5)
+
+        base = {"case": name}
+        rows.append(dict(base, impl="torch ops (compiled RoPE/mask/softmax, index_copy, cuBLAS)",
+                         us=graph_us([torch_path] * 20), current=""))
+        for per_split, block_s, warps, most in itertools.product((32, 64, 128), (16, 32, 64), (4, 8), (16, 64)):
+            if most > 16 and slots < 1024:
+                continue  # the cap only matters for long caches
+            da.SLOTS_PER_SPLIT, da.BLOCK_S, da.NUM_WARPS, da.MAX_SPLITS = per_split, block_s, warps, most
+            try:
+                us = graph_us([lambda: da.decode_attention(q, k, v, cos, sin, cache.keys, cache.values, cache.columns,
+                                                           col, pad, sinks, scale=dim**-0.5, ring=ring,
+                                                           window=window)] * 20)
+            except Exception as e:  # a shape that does not compile is a result too
+                print(f"  {name} {per_split}/{block_s}/w{warps}: {type(e).__name__} {str(e)[:120]}")
+                continue
+            current = (per_split, block_s, warps, most) == saved
+            rows.append(dict(base, impl=f"decode_attention {per_split} slots/split (<= {most}), BLOCK_S {block_s}, "
+                                        f"w{warps}",
+                             us=us, current="*" if current else ""))
+        da.SLOTS_PER_SPLIT, da.BLOCK_S, da.NUM_WARPS, da.MAX_SPLITS = saved
+        table(f"decode attention, batch 1, GPT-OSS heads, {name} (us per layer)",
+              [r for r in rows if r["case"] == name and (r["current"] or not r["impl"].startswith("decode_attention"))]
+              + sorted([r for r in rows if r["case"] == name and r["impl"].startswith("decode_attention")],
+                       key=lambda r: r["us"])[:10], "us")
+    results["decode_attention"] = rows
+
+
 SWEEPS = {"moe-decode": sweep_moe_decode, "moe-router": sweep_moe_router, "moe-crossover": sweep_moe_crossover,
-          "elementwise": sweep_elementwise, "dense-gemv": sweep_dense_gemv}
+          "elementwise": sweep_elementwise, "dense-gemv": sweep_dense_gemv, "decode-attention": sweep_decode_attention}
 
 
 def main(argv=None) -> int:

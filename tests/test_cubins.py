@@ -100,4 +100,4 @@ def test_cli_refuses_interpreted_kernels(monkeypatch, capsys):
 
 def test_every_module_is_listed():
     assert set(aot.TARGETS) == {"fp32", "bf16", "hopper"}
-    assert aot.KERNEL_MODULES == ("quantize", "dequantize", "pack", "matmul", "moe", "dense_gemv")
+    assert aot.KERNEL_MODULES == ("quantize", "dequantize", "pack", "matmul", "moe", "dense_gemv", "decode_attention")

@@ -201,6 +201,35 @@ def test_triton_decode_projections_match_torch_path(tiny_path, model, device, mo
         assert_close_to_reference(got, want, rtol=0, atol=CACHE_ATOL, what=f"{what}: GEMV projections vs nn.Linear")
 
 
+def test_triton_decode_attention_generates_like_torch_path(tiny_path, model, device, monkeypatch):
+    """On a Triton path every one-token step runs RoPE, the cache write and the attention as one launch
+    (``triton_kernels.decode_attention``) per layer; greedy decoding of a left-padded batch past the sliding
+    window (ring wrap-around) gives the torch path's tokens, with logits within float32 summation-order noise."""
+    from mxfp4.triton_kernels import decode_attention as module
+
+    calls = []
+    real = module.decode_attention
+    monkeypatch.setattr(module, "decode_attention", lambda *a, **k: calls.append(k["ring"]) or real(*a, **k))
+    ids = random_ids(2, 4, seed=31)
+    mask = left_pad_mask(2, 4, [0, 2])
+    steps = tiny.TINY["sliding_window"] + 2  # the sliding layers' ring wraps during the run
+    triton_model = GptOss.from_pretrained(tiny_path, device=device, dtype=torch.float32, backend="fp32", progress=False)
+    got = triton_model.generate(ids.to(device), steps, temperature=0, attention_mask=mask.to(device)).cpu()
+    want = model.generate(ids, steps, temperature=0, attention_mask=mask)
+    assert torch.equal(got, want), f"Triton decode attention changes greedy tokens: {first_difference(got, want)}"
+    layer_types = [layer.self_attn.kv_cache.ring for layer in triton_model.model.layers]
+    assert calls == layer_types * (steps - 1), f"one launch per layer per decode step expected, got {len(calls)}"
+    # Logits of one more step through both paths, from the same cache state.
+    pad = left_padding(mask, ids)
+    for m in (triton_model, model):
+        m.setup_cache(2, 16)
+        m.forward_with_cache(got[:, :-1].to(m.device), 0, pad.to(m.device))
+    column = torch.tensor([got.shape[1] - 1])
+    fast = triton_model.decode_step(got[:, -1:].to(device), column.to(device), pad.to(device)).cpu()
+    slow = model.decode_step(got[:, -1:], column, pad)
+    assert_close_to_reference(fast, slow, rtol=0, atol=CACHE_ATOL, what="decode_attention step vs torch path")
+
+
 def test_save_pretrained_round_trips_and_transformers_reads_it(tmp_path):
     """A random model from a config, saved in the Hub layout, reloads bit-identically; transformers agrees on it."""
     config = tiny.tiny_config()
@@ -531,6 +560,13 @@ def test_missing_shard_and_config_are_named(tmp_path):
 
 
 # --- bad input ----------------------------------------------------------------------------------------------------
+def test_cuda_graph_decoding_needs_a_gpu(model):
+    with pytest.raises(ValueError, match="cuda_graph=True needs the model on a CUDA device"):
+        model.generate(random_ids(1, 3, seed=1), 2, temperature=0, cuda_graph=True)
+    with pytest.raises(ValueError, match="capture_decode needs the model on a CUDA device"):
+        model.capture_decode(torch.zeros(1, 1, dtype=torch.int64), torch.tensor([3]), torch.zeros(1, dtype=torch.int64))
+
+
 def test_right_padding_and_bad_generate_arguments_are_rejected(model):
     ids = random_ids(2, 6, seed=9)
     right_padded = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
@@ -570,6 +606,24 @@ def test_gpu_greedy_matches_cpu(tiny_path, model):
     got = fast(ids.cuda()).float().cpu()
     relative = ((got - cpu_logits).norm() / cpu_logits.norm()).item()
     assert relative < 0.05, f"GPU bf16 logits are {relative:.4f} (relative L2) from the CPU float32 ones"
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+def test_gpu_generate_through_a_cuda_graph_equals_eager(tiny_path):
+    """generate's default on a GPU (one captured decode step, replayed per token) gives the tokens of launching
+    each step eagerly: a left-padded batch, greedy and seeded sampling, an end token that stops one row early."""
+    gpu = GptOss.from_pretrained(tiny_path, device="cuda", dtype=torch.bfloat16, progress=False)
+    ids = random_ids(2, 7, seed=41).cuda()
+    mask = left_pad_mask(2, 7, [0, 3]).cuda()
+    for kwargs in (dict(temperature=0), dict(temperature=0.8, top_p=0.9, seed=5)):
+        graphed = gpu.generate(ids, 12, attention_mask=mask, **kwargs)
+        eager = gpu.generate(ids, 12, attention_mask=mask, cuda_graph=False, **kwargs)
+        assert torch.equal(graphed, eager), f"{kwargs}: graph decoding differs: {first_difference(graphed, eager)}"
+    eos = int(graphed[1, 9])  # a token row 1 produced: generation must stop there for that row
+    graphed = gpu.generate(ids, 12, attention_mask=mask, eos_token_id=eos, temperature=0.8, top_p=0.9, seed=5)
+    eager = gpu.generate(ids, 12, attention_mask=mask, eos_token_id=eos, temperature=0.8, top_p=0.9, seed=5,
+                         cuda_graph=False)
+    assert torch.equal(graphed, eager), f"with an end token: {first_difference(graphed, eager)}"
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")

@@ -279,7 +279,7 @@ def test_non_contiguous_activations(backend, schedule, rng, device):
 
 
 # --- special scale bytes -----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("schedule", SCHEDULES + ("dequant",))
 @pytest.mark.parametrize("backend", TRITON_BACKENDS)
 def test_special_scales(backend, schedule, rng, device):
     """A NaN scale (0xFF) inside K makes exactly its row NaN; scale byte 0 is 2**-127 (not 0); huge scales work.
@@ -305,6 +305,65 @@ def test_special_scales(backend, schedule, rng, device):
     y = run(a, blocks, scales, None, backend, schedule, device)
     want = expected(a, blocks, scales, None)
     assert_close(y[:, 7:8], want[:, 7:8], torch.float32, f"{backend}/{schedule} the row with scale byte {scales[7, 2]}")
+
+
+# --- large M: the weight dequantized once, multiplied by torch's GEMM --------------------------------------------------
+DEQUANT_SHAPES = [(3, 33, 95), (5, 70, 64), (2, 1, 31), (4, 40, 2881 // 20)]
+
+
+@pytest.mark.parametrize("dtype_name", list(DTYPES))
+@pytest.mark.parametrize("backend", TRITON_BACKENDS)
+@pytest.mark.parametrize("m,n,k", DEQUANT_SHAPES, ids=[f"{m}x{n}x{k}" for m, n, k in DEQUANT_SHAPES])
+def test_dequant_schedule_matches_reference(backend, dtype_name, m, n, k, rng, device):
+    """Forced at small M so that it runs everywhere; with and without a bias of a's dtype; every output written."""
+    dtype = DTYPES[dtype_name]
+    blocks, scales = random_weight(rng, n, k)
+    a = random_activations(rng, m, k, dtype)
+    for bias in (None, torch.from_numpy(rng.standard_normal(n)).to(dtype)):
+        y = run(a, blocks, scales, bias, backend, "dequant", device)
+        assert_close(y, expected(a, blocks, scales, bias), dtype,
+                     f"dequant {backend}/{dtype_name} {m}x{n}x{k} bias={bias is not None}")
+
+
+def test_dequant_schedule_in_row_chunks(rng, device, monkeypatch):
+    """A weight larger than the chunk budget is decoded and multiplied in row chunks (here 6 rows: 6 full chunks and
+    a partial one of 4); each writes only its own output columns, with its own slice of the bias."""
+    n, k = 40, 70
+    monkeypatch.setattr(matmul_module, "DEQUANT_CHUNK_BYTES", 6 * k * 2)
+    blocks, scales = random_weight(rng, n, k)
+    a = random_activations(rng, 3, k, torch.bfloat16)
+    bias = torch.from_numpy(rng.standard_normal(n)).to(torch.bfloat16)
+    y = run(a, blocks, scales, bias, "hopper", "dequant", device)
+    assert_close(y, expected(a, blocks, scales, bias), torch.bfloat16, "dequant in 7 row chunks")
+
+
+def test_dequant_schedule_is_the_automatic_choice_at_large_m(rng, device):
+    """From DEQUANT_GEMM_MIN_M rows of 16-bit activations on the tensor-core paths, with no bias or one of a's
+    dtype; never on the fp32 path, for fp32 activations or for a bias the GEMM could not add before its rounding."""
+    big = matmul_module.DEQUANT_GEMM_MIN_M
+    bf16_bias, fp32_bias = torch.zeros(4, dtype=torch.bfloat16), torch.zeros(4)
+    choose = matmul_module.uses_dequant_gemm
+    assert choose(Backend.HOPPER, big, torch.bfloat16, None) and choose(Backend.BF16, big, torch.float16, None)
+    assert choose(Backend.HOPPER, big, torch.bfloat16, bf16_bias)
+    assert not choose(Backend.HOPPER, big - 1, torch.bfloat16, None), "below the threshold the fused kernels run"
+    assert not choose(Backend.FP32, big, torch.bfloat16, None), "the fp32 path keeps its fp32 dots"
+    assert not choose(Backend.HOPPER, big, torch.float32, None)
+    assert not choose(Backend.HOPPER, big, torch.bfloat16, fp32_bias)
+    # End to end through mxfp4.matmul at the threshold (small N and K keep the interpreter quick).
+    n, k = 6, 40
+    blocks, scales = random_weight(rng, n, k)
+    w = MXFP4Tensor.from_blocks(torch.from_numpy(blocks).to(device), torch.from_numpy(scales).to(device), (n, k), 1)
+    a = random_activations(rng, big, k, torch.bfloat16)
+    y = mxfp4.matmul(a.to(device), w, backend="hopper")
+    assert_close(y, expected(a, blocks, scales, None), torch.bfloat16, f"mxfp4.matmul M={big}")
+
+
+def test_dequant_schedule_rejects_a_bias_of_another_dtype(rng, device):
+    blocks, scales = random_weight(rng, 4, 32)
+    a = random_activations(rng, 2, 32, torch.bfloat16).to(device)
+    with pytest.raises(ValueError, match="bias of a's dtype"):
+        matmul(a, torch.from_numpy(blocks).to(device), torch.from_numpy(scales).to(device),
+               torch.zeros(4, device=device), Backend.HOPPER, _schedule="dequant")
 
 
 # --- split-K: determinism, workspace reuse, counters -------------------------------------------------------------------

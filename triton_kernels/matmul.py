@@ -11,6 +11,11 @@ Two schedules, both reading the packed weight straight from its checkpoint layou
   reduced inside the same launch: each program writes its fp32 partial tile, bumps a per-tile counter, and the
   last to arrive sums all partials in split order (deterministic), adds the bias once and writes the output. The
   counters reset themselves, so the cached workspace needs no memset launch: one launch per call.
+* Dequantize + cuBLAS (M >= ``DEQUANT_GEMM_MIN_M`` with 16-bit activations): the weight is decoded once into a
+  ``[rows, K]`` buffer of a's dtype (``dequantize.py``, ~95% of copy bandwidth) and multiplied by torch's GEMM,
+  in row chunks of at most ``DEQUANT_CHUNK_BYTES``. At that M the decode is a few percent of the GEMM (8192^2 at
+  M = 2048: 64 of 420 us on H100), and cuBLAS's bf16 GEMM runs at ~720 TFLOP/s where the fused tiles below reach
+  ~370 (the decode and one warpgroup's wgmma do not overlap there): 91% of torch bf16 instead of 52%.
 * Tiled (large M, and M <= 16 with 16-bit activations where tensor cores beat CUDA-core FMAs):
   ``[BLOCK_M, BLOCK_N, BLOCK_K]`` tiles in grouped (swizzled) order for L2 reuse; the weight tile is decoded and
   scaled in registers right before ``tl.dot`` (Hopper has no FP4 tensor cores), activations and packed bytes are
@@ -24,7 +29,11 @@ overflow fp16). Elements past K contribute exactly 0 (activations masked to 0; w
 their scale is applied, or explicitly zeroed), and nothing past the end of ``a``, ``blocks``, ``scales`` or
 ``bias`` is ever read.
 
-Limits of the tiled schedule, which decodes each weight with its scale applied before the dot: the decoded value
+The dequantize + cuBLAS schedule computes what torch's GEMM computes on the decoded weight (fp32 accumulation;
+cuBLAS may use reduced-precision split-K reductions if ``torch.backends.cuda.matmul.allow_bf16/fp16_reduced_
+precision_reduction`` allow it), with a bias of a's dtype added in the GEMM's epilogue before its one rounding.
+
+Limits of the tiled and dequantize schedules, which decode each weight with its scale applied: the decoded value
 ``v * 2**(s-127)`` must fit the dot operand (fp32 / bf16: scale bytes <= 252; fp16: |w| <= 65504, i.e. scale bytes
 <= 140, and values below 2**-24 flush to 0; on GPUs, bf16 tensor cores may also flush weights below 2**-126).
 The GEMV applies the scale to 32-element block sums in fp32 and has none of these limits.
@@ -45,11 +54,12 @@ import triton.language as tl
 from mxfp4.dispatch import Backend, BackendUnavailableError, triton_interpreter_enabled
 from mxfp4.spec import BLOCK_SIZE, BYTES_PER_BLOCK, E8M0_BIAS, num_blocks
 
+from .dequantize import dequantize
 from .launch import TRITON_TYPES, current_stream, reduction_workspace, sm_count, word_aligned
 from .splitk import SplitPolicy, finish_tile, split_k, split_range
 from .mx import WORDS_PER_BLOCK, e2m1_high, e2m1_low, scale_factor, word_block_sums
 
-__all__ = ["matmul", "compile_specs", "GemvConfig", "TileConfig", "choose_plan"]
+__all__ = ["matmul", "compile_specs", "GemvConfig", "TileConfig", "choose_plan", "uses_dequant_gemm"]
 
 # --- the decode in the hot loops --------------------------------------------------------------------------------
 # At decode-sized M the GEMV is memory-bound only if decoding costs about as much as the load (H100: ~24
@@ -290,6 +300,13 @@ GEMV_MAX_M = 1
 GEMV_MAX_M_FP32 = 16
 # Up to this many rows a 16-row tensor-core tile streams the weight once.
 SMALL_M_MAX = 16
+# From this many rows of 16-bit activations (hopper / bf16 paths) the weight is dequantized once and multiplied by
+# cuBLAS. H100, M = 256 / 512 (us, fused tiles vs dequantize + cuBLAS): 8192^2 148 / 223 vs 125 / 154,
+# 28672x8192 386 / 692 vs 407 / 513, 5760x2880 65 / 90 vs 72 / 65 (bench/RESULTS.md, session 4).
+DEQUANT_GEMM_MIN_M = 512
+# The decoded weight is made in row chunks of at most this many bytes (one chunk up to 16384 x 8192 bf16).
+DEQUANT_CHUNK_BYTES = 256 << 20
+_DEQUANT_DTYPES = (torch.bfloat16, torch.float16)
 
 
 # GEMV: many short programs (16 per SM, slices of >= 1 step) hide DRAM latency best at N = 2880..28672 (M=1,
@@ -409,6 +426,28 @@ def _launch(plan: Plan, args: tuple, constexprs: dict, record: _Launch | None, d
         record.compiled = compiled
 
 
+def uses_dequant_gemm(backend: Backend, M: int, dtype: torch.dtype, bias: torch.Tensor | None) -> bool:
+    """Whether the automatic choice multiplies a decoded copy of the weight with cuBLAS (see the module docstring):
+    large M, 16-bit activations on a tensor-core path, and no bias or one of a's dtype (added in the GEMM)."""
+    return (Backend(backend) in (Backend.HOPPER, Backend.BF16) and dtype in _DEQUANT_DTYPES
+            and M >= DEQUANT_GEMM_MIN_M and (bias is None or bias.dtype == dtype))
+
+
+def _dequant_gemm(a, blocks, scales, bias, K, backend, out):
+    """out = a @ dequantize(W).T (+ bias), W decoded to a's dtype in chunks of rows and multiplied by torch.mm."""
+    N = blocks.shape[0]
+    rows = min(N, max(1, DEQUANT_CHUNK_BYTES // (K * a.element_size())))
+    decoded = torch.empty((rows, K), dtype=a.dtype, device=a.device)
+    for n0 in range(0, N, rows):
+        n1 = min(N, n0 + rows)
+        w = dequantize(blocks[n0:n1], scales[n0:n1], a.dtype, K, backend, out=decoded[: n1 - n0])
+        if bias is None:
+            torch.mm(a, w.T, out=out[:, n0:n1])
+        else:
+            torch.addmm(bias[n0:n1], a, w.T, out=out[:, n0:n1])
+    return out
+
+
 def matmul(a: torch.Tensor, blocks: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None,
            backend: Backend, *, _schedule: str | None = None, _out: torch.Tensor | None = None) -> torch.Tensor:
     """``a @ W.T (+ bias)`` for an MXFP4 weight W ``[N, K]`` quantized along K; float32 accumulation.
@@ -420,7 +459,8 @@ def matmul(a: torch.Tensor, blocks: torch.Tensor, scales: torch.Tensor, bias: to
         scales: ``uint8 [N, G]`` E8M0 bytes, any strides.
         bias: ``[N]`` float tensor or None; added in float32.
         backend: ``Backend.HOPPER`` / ``BF16`` / ``FP32`` (see the module docstring for what each computes in).
-        _schedule: private, for tests: force ``"gemv"`` or ``"tiled"``.
+        _schedule: private, for tests: force ``"gemv"``, ``"tiled"`` or ``"dequant"`` (the last needs no bias or
+            one of a's dtype).
         _out: private, for tests: a contiguous ``[M, N]`` tensor of a's dtype to write into (e.g. NaN-filled).
 
     Returns:
@@ -454,6 +494,15 @@ def matmul(a: torch.Tensor, blocks: torch.Tensor, scales: torch.Tensor, bias: to
         out = _out
     if M == 0 or N == 0:
         return out
+    if _schedule == "dequant" or (_schedule is None and uses_dequant_gemm(backend, M, a.dtype, bias)):
+        if bias is not None and bias.dtype != a.dtype:
+            raise ValueError(f"the dequant schedule adds the bias inside the GEMM: it takes a bias of a's dtype "
+                             f"({a.dtype}) or none, got {bias.dtype}")
+        if not a.is_cuda and not triton_interpreter_enabled():
+            raise BackendUnavailableError(
+                f"the {Backend(backend).value!r} matmul runs Triton kernels and a is on {a.device}: set "
+                "TRITON_INTERPRET=1 before importing mxfp4, or use backend='torch'")
+        return _dequant_gemm(a, blocks, scales, bias, K, Backend(backend), out)
     a_strides, scale_strides = a.stride(), scales.stride()
     args = (a, blocks, scales, out if bias is None else bias, out, None, None, M, N, K, G, 0,
             a_strides[0], a_strides[1], block_strides[0], scale_strides[0], scale_strides[1], N, 1)
