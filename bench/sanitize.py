@@ -1,9 +1,10 @@
 """One small run of every kernel on every forced Triton path, for `compute-sanitizer --tool memcheck`.
 
 Odd shapes and partial last blocks, so any load or store past an extent shows up as an invalid access.
-Run by bench/gpu.sh:  compute-sanitizer --tool memcheck --error-exitcode 9 python3 bench/sanitize.py [--only-moe]
+Run by bench/gpu.sh:  compute-sanitizer --tool memcheck --error-exitcode 9 python3 bench/sanitize.py
+[--only-moe | --only-attention]
 (MoE: T = 70 tokens take the tiled schedule, T = 1 and 9 the GEMV decode schedule; the dense projection GEMV
-of the model's decode at odd shapes; the fused decode attention.)
+of the model's decode at odd shapes; the decode and prefill attention kernels.)
 """
 
 import sys
@@ -63,6 +64,25 @@ def run_decode_attention() -> None:
                              rand(heads), scale=dim**-0.5, ring=ring, window=4 if ring else None)
 
 
+def run_prefill_attention() -> None:
+    """The prefill attention: a padded head dim (24 -> 32), block tails in T and S, a ring-like key order with a
+    window, left padding, empty slots."""
+    from mxfp4.triton_kernels.prefill_attention import prefill_attention
+
+    gen = torch.Generator(device="cuda").manual_seed(3)
+    heads, kv_heads, dim, length = 6, 2, 24, 70
+    for dtype in ACTIVATION_DTYPES:
+        for slots, window in ((101, None), (78, 5)):
+            def rand(*shape):
+                return torch.randn(*shape, generator=gen, device="cuda").to(dtype)
+
+            key_columns = torch.arange(slots, device="cuda") - (slots - length)
+            key_columns[:3] = -1
+            prefill_attention(rand(2, length, heads, dim).transpose(1, 2), rand(2, kv_heads, slots, dim),
+                              rand(2, kv_heads, slots, dim), torch.arange(length, device="cuda"), key_columns,
+                              torch.tensor([0, 9], device="cuda"), rand(heads), scale=dim**-0.5, window=window)
+
+
 def run_moe(backend: str) -> None:
     gen = torch.Generator(device="cuda").manual_seed(1)
     e, h, i, t, top_k = 5, 96, 67, 9, 2
@@ -79,12 +99,19 @@ def run_moe(backend: str) -> None:
 
 
 def main() -> int:
+    if sys.argv[1:] == ["--only-attention"]:
+        run_decode_attention()
+        run_prefill_attention()
+        torch.cuda.synchronize()
+        print("sanitize: attention kernels ran", flush=True)
+        return 0
     only_moe = sys.argv[1:] == ["--only-moe"]
     for backend in BACKENDS:
         if not only_moe:
             run_dense(backend)
             if backend == "hopper":
                 run_decode_attention()
+                run_prefill_attention()
         run_moe(backend)
         torch.cuda.synchronize()
         print(f"sanitize: {backend} path ran", flush=True)

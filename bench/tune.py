@@ -13,6 +13,8 @@ Sweeps (each prints the current table entry first, then the candidates, fastest 
   decode-attention  the fused decode attention (RoPE, cache write, attention with sinks) at batch 1, GPT-OSS heads,
                on a 128-slot ring, a 144-slot and a 4096-slot full cache, against the torch ops it replaced:
                SLOTS_PER_SPLIT x BLOCK_S x warps x MAX_SPLITS.
+  prefill-attention  the flash-style prefill attention with sinks, 2k tokens, GPT-OSS heads, full (4096 slots) and
+               sliding (window 128) layers, against the torch ops it replaced: BLOCK_M x BLOCK_N x warps x stages.
   elementwise  quantize (floor, bf16 [16384, 8192] = 256 MiB) and dequantize (GPT-OSS experts [16, 5760, 90, 16]
                -> bf16, 530 MB): ELEMENTS_PER_PROGRAM x MAX_GROUP_TILE x num_warps, as % of the copy bandwidth.
 
@@ -340,8 +342,56 @@ def sweep_decode_attention(results: dict) -> None:
     results["decode_attention"] = rows
 
 
+def sweep_prefill_attention(results: dict) -> None:
+    from mxfp4.models import gpt_oss
+    from mxfp4.triton_kernels import prefill_attention as pa
+
+    heads, kv_heads, dim, length = 64, 8, 64, 2048
+    rows = []
+    saved = (pa.BLOCK_M, pa.BLOCK_N, pa.NUM_WARPS, pa.NUM_STAGES)
+    for name, slots, window in (("full, 2k tokens over 4096 slots", 4096, None), ("sliding 128, 2k tokens", length, 128)):
+        dt = torch.bfloat16
+        q = torch.randn(1, length, heads, dim, device="cuda", dtype=dt).transpose(1, 2)
+        k = torch.randn(1, kv_heads, slots, dim, device="cuda", dtype=dt)
+        v = torch.randn(1, kv_heads, slots, dim, device="cuda", dtype=dt)
+        columns = torch.arange(length, device="cuda")
+        key_columns = torch.full((slots,), -1, dtype=torch.int64, device="cuda")
+        key_columns[:length] = columns
+        pad = torch.zeros(1, dtype=torch.int64, device="cuda")
+        sinks = torch.randn(heads, device="cuda", dtype=dt)
+        visible_pairs = sum(min(c + 1, window or c + 1) for c in range(length)) * heads
+        flops = 4 * visible_pairs * dim
+
+        def torch_path():  # gpt_oss.Attention.forward's torch ops
+            allowed = gpt_oss.visible_keys(columns, key_columns, pad, window)
+            return gpt_oss.attention_with_sinks(q, k, v, allowed, sinks, dim**-0.5)
+
+        base = {"case": name}
+        us = graph_us([torch_path] * 2)
+        rows.append(dict(base, impl="torch ops (compiled mask / sink softmax, cuBLAS)", us=us,
+                         tflops=flops / us / 1e6, current=""))
+        for block_m, block_n, warps, stages in itertools.product((64, 128), (64, 128), (4, 8), (2,)):
+            pa.BLOCK_M, pa.BLOCK_N, pa.NUM_WARPS, pa.NUM_STAGES = block_m, block_n, warps, stages
+            try:
+                us = graph_us([lambda: pa.prefill_attention(q, k, v, columns, key_columns, pad, sinks,
+                                                            scale=dim**-0.5, window=window)] * 4)
+            except Exception as e:  # a shape that does not compile (shared memory, registers) is a result too
+                print(f"  {name} {block_m}x{block_n} w{warps} s{stages}: {type(e).__name__} {str(e)[:100]}")
+                continue
+            current = (block_m, block_n, warps, stages) == saved
+            rows.append(dict(base, impl=f"prefill_attention {block_m}x{block_n} w{warps} s{stages}", us=us,
+                             tflops=flops / us / 1e6, current="*" if current else ""))
+        pa.BLOCK_M, pa.BLOCK_N, pa.NUM_WARPS, pa.NUM_STAGES = saved
+        table(f"prefill attention, GPT-OSS heads, {name} (us per layer; TFLOP/s over the visible pairs)",
+              [r for r in rows if r["case"] == name and (r["current"] or not r["impl"].startswith("prefill"))]
+              + sorted([r for r in rows if r["case"] == name and r["impl"].startswith("prefill")],
+                       key=lambda r: r["us"])[:8], "us")
+    results["prefill_attention"] = rows
+
+
 SWEEPS = {"moe-decode": sweep_moe_decode, "moe-router": sweep_moe_router, "moe-crossover": sweep_moe_crossover,
-          "elementwise": sweep_elementwise, "dense-gemv": sweep_dense_gemv, "decode-attention": sweep_decode_attention}
+          "elementwise": sweep_elementwise, "dense-gemv": sweep_dense_gemv, "decode-attention": sweep_decode_attention,
+          "prefill-attention": sweep_prefill_attention}
 
 
 def main(argv=None) -> int:

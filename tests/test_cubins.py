@@ -100,4 +100,5 @@ def test_cli_refuses_interpreted_kernels(monkeypatch, capsys):
 
 def test_every_module_is_listed():
     assert set(aot.TARGETS) == {"fp32", "bf16", "hopper"}
-    assert aot.KERNEL_MODULES == ("quantize", "dequantize", "pack", "matmul", "moe", "dense_gemv", "decode_attention")
+    assert aot.KERNEL_MODULES == ("quantize", "dequantize", "pack", "matmul", "moe", "dense_gemv", "decode_attention",
+                                   "prefill_attention")

@@ -47,7 +47,8 @@ import time
 
 from mxfp4.dispatch import Backend
 
-KERNEL_MODULES = ("quantize", "dequantize", "pack", "matmul", "moe", "dense_gemv", "decode_attention")
+KERNEL_MODULES = ("quantize", "dequantize", "pack", "matmul", "moe", "dense_gemv", "decode_attention",
+                  "prefill_attention")
 TARGETS = {"fp32": (75,), "bf16": (80, 86, 89), "hopper": (90,)}
 """Compute capabilities (as 10 * major + minor) each Triton path is built for: the GPUs it serves."""
 

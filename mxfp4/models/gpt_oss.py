@@ -501,9 +501,15 @@ class Attention(nn.Module):
         key_columns = columns
         if use_cache:
             k, v, key_columns = self.kv_cache.update(k, v, columns)
-        allowed = visible_keys(columns, key_columns, pad, self.window)
-        out = attention_with_sinks(q, k, v, allowed, self.sinks, self.scale)
-        out = out.transpose(1, 2).reshape(batch, length, self.heads * self.head_dim)
+        if triton_path:  # one flash-attention launch: no [T, S] scores in memory
+            from ..triton_kernels.prefill_attention import prefill_attention
+
+            out = prefill_attention(q, k, v, columns, key_columns, pad, self.sinks, scale=self.scale,
+                                    window=self.window).view(batch, length, self.heads * self.head_dim)
+        else:
+            allowed = visible_keys(columns, key_columns, pad, self.window)
+            out = attention_with_sinks(q, k, v, allowed, self.sinks, self.scale)
+            out = out.transpose(1, 2).reshape(batch, length, self.heads * self.head_dim)
         return project(out, (self.o_proj,))[0] if gemv else self.o_proj(out)
 
     def decode(self, q, k, v, cos, sin, columns, pad, gemv: bool) -> torch.Tensor:
