@@ -36,6 +36,7 @@ import triton.language as tl
 
 from mxfp4.dispatch import Backend
 
+from .attention_common import dot_operand, online_softmax_step, sink_weight
 from .launch import check_launchable, current_stream, next_pow2, on_device, reduction_workspace
 from .moe_common import cast
 
@@ -166,29 +167,14 @@ def _rotate(first, second, cos, sin):
 
 
 @triton.jit
-def _operand(x, DOT_DTYPE: tl.constexpr, INTERPRETED: tl.constexpr):
-    """A dot operand in the model dtype (rounded to nearest even). Under the interpreter it is widened back to
-    float32 after the rounding (same values; Triton 3.9's interpreter multiplies bf16 operands as raw bits)."""
-    x = cast(x, DOT_DTYPE, INTERPRETED)
-    if INTERPRETED:
-        x = x.to(tl.float32)
-    return x
-
-
-@triton.jit
 def _merge(m, l, acc1, acc2, scores, v1, v2, DOT_DTYPE: tl.constexpr, INTERPRETED: tl.constexpr):
-    """Fold scores ``[ROWS, S]`` (-inf where masked) and their values ``[S, D/2]`` x 2 into the running max ``m``,
-    sum ``l`` and weighted values (online softmax; a row with nothing seen yet keeps m = -inf and sums 0). The
+    """Fold scores ``[ROWS, S]`` (-inf where masked) and their values ``[S, D/2]`` x 2 into the running softmax; the
     probabilities meet the values on the tensor cores in the model dtype, as the torch path's ``probs @ v``."""
-    m_new = tl.maximum(m, tl.max(scores, axis=1))
-    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-    alpha = tl.exp(m - m_safe)
-    p = tl.exp(scores - m_safe[:, None])
-    l = l * alpha + tl.sum(p, axis=1)
-    p = _operand(p, DOT_DTYPE, INTERPRETED)
+    m, alpha, p, l = online_softmax_step(m, l, scores)
+    p = dot_operand(p, DOT_DTYPE, INTERPRETED)
     acc1 = tl.dot(p, v1, acc1 * alpha[:, None], input_precision="ieee")
     acc2 = tl.dot(p, v2, acc2 * alpha[:, None], input_precision="ieee")
-    return m_new, l, acc1, acc2
+    return m, l, acc1, acc2
 
 
 @triton.jit
@@ -233,8 +219,8 @@ def decode_attention_kernel(
     q_mask = h_live[:, None] & d_live[None, :]
     q1, q2 = _rotate(tl.load(q_ptrs, mask=q_mask, other=0.0).to(tl.float32),
                      tl.load(q_ptrs + HALF, mask=q_mask, other=0.0).to(tl.float32), cos[None, :], sin[None, :])
-    q1_op = _operand(q1, DOT_DTYPE, INTERPRETED)
-    q2_op = _operand(q2, DOT_DTYPE, INTERPRETED)
+    q1_op = dot_operand(q1, DOT_DTYPE, INTERPRETED)
+    q2_op = dot_operand(q2, DOT_DTYPE, INTERPRETED)
 
     # The new key (rotated, rounded to the cache dtype as it will be stored) and value.
     k_ptrs = k_ptr + b.to(tl.int64) * stride_k + g * dim + offs_d
@@ -340,10 +326,7 @@ def decode_attention_kernel(
 @triton.jit
 def _finish(m, l, acc1, acc2, sink, valid, out_ptrs, q_mask, HALF: tl.constexpr, INTERPRETED: tl.constexpr):
     """Add the sink to the softmax (mass, no value), normalize, store; NaN for a column the cache cannot hold."""
-    top = tl.maximum(m, sink)
-    keys_w = tl.exp(m - top)
-    denominator = l * keys_w + tl.exp(sink - top)
-    weight = tl.where(valid, keys_w / denominator, float("nan"))
+    weight = tl.where(valid, sink_weight(m, l, sink), float("nan"))
     dtype = out_ptrs.dtype.element_ty
     tl.store(out_ptrs, cast(acc1 * weight[:, None], dtype, INTERPRETED), mask=q_mask)
     tl.store(out_ptrs + HALF, cast(acc2 * weight[:, None], dtype, INTERPRETED), mask=q_mask)

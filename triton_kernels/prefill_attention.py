@@ -25,6 +25,7 @@ import triton.language as tl
 
 from mxfp4.dispatch import Backend
 
+from .attention_common import dot_operand, online_softmax_step, sink_weight
 from .launch import check_launchable, next_pow2, on_device
 from .moe_common import cast
 
@@ -118,16 +119,6 @@ def _validate(q, k, v, query_columns, key_columns, pad, sinks, window) -> None:
 
 
 @triton.jit
-def _operand(x, DOT_DTYPE: tl.constexpr, INTERPRETED: tl.constexpr):
-    """A dot operand in the model dtype; under the interpreter widened back to float32 after the rounding (Triton
-    3.9's interpreter multiplies bf16 dot operands as raw bits)."""
-    x = cast(x, DOT_DTYPE, INTERPRETED)
-    if INTERPRETED:
-        x = x.to(tl.float32)
-    return x
-
-
-@triton.jit
 def prefill_attention_kernel(
     q_ptr, k_ptr, v_ptr, qcol_ptr, kcol_ptr, pad_ptr, sinks_ptr, out_ptr,
     heads, group, length, slots, dim, window, scale,
@@ -185,19 +176,10 @@ def prefill_attention_kernel(
                 keys, values = keys.to(tl.float32), values.to(tl.float32)
             scores = tl.dot(q, tl.trans(keys), input_precision="ieee") * scale
             scores = tl.where(visible, scores, float("-inf"))
-            m_new = tl.maximum(m, tl.max(scores, axis=1))
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-            alpha = tl.exp(m - m_safe)
-            p = tl.exp(scores - m_safe[:, None])
-            l = l * alpha + tl.sum(p, axis=1)
-            acc = tl.dot(_operand(p, DOT_DTYPE, INTERPRETED), values, acc * alpha[:, None], input_precision="ieee")
-            m = m_new
+            m, alpha, p, l = online_softmax_step(m, l, scores)
+            acc = tl.dot(dot_operand(p, DOT_DTYPE, INTERPRETED), values, acc * alpha[:, None], input_precision="ieee")
 
-    sink = tl.load(sinks_ptr + h).to(tl.float32)
-    top = tl.maximum(m, sink)
-    keys_w = tl.exp(m - top)
-    weight = keys_w / (l * keys_w + tl.exp(sink - top))
-    out = acc * weight[:, None]
+    out = acc * sink_weight(m, l, tl.load(sinks_ptr + h).to(tl.float32))[:, None]
     out_ptrs = (out_ptr + b.to(tl.int64) * stride_ob + offs_m.to(tl.int64)[:, None] * stride_ot
                 + h.to(tl.int64) * stride_oh + offs_d[None, :])
     tl.store(out_ptrs, cast(out, out_ptr.dtype.element_ty, INTERPRETED), mask=m_live[:, None] & d_live[None, :])

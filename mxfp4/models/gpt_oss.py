@@ -835,9 +835,9 @@ class GptOss(nn.Module):
                 generation stops early when they have.
             seed: seeds a private generator (reproducible sampling); None uses torch's global generator.
             attention_mask: ``[B, T]`` 0/1 for left-padded batches (zeros first).
-            cuda_graph: decode through one CUDA graph of the step (:meth:`capture_decode`), replayed per token:
-                ~10x the tokens/s of launching ~200 kernels per token from Python at batch 1. None (default): on
-                CUDA devices. The same kernels run either way.
+            cuda_graph: decode through one CUDA graph of the step (:meth:`capture_decode`), replayed per token
+                instead of ~200 launches per token from Python (gpt-oss-20b, batch 1, H100: 383 vs 48 tokens/s).
+                None (default): on CUDA devices. The same kernels run either way.
         """
         input_ids = self._check_ids(input_ids)
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
