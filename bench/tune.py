@@ -84,6 +84,14 @@ def table(title: str, rows: list[dict], key: str) -> None:
         print("  " + " | ".join(f"{row[c]:.2f}" if isinstance(row[c], float) else str(row[c]) for c in cols))
 
 
+def candidates_table(title: str, rows: list[dict], candidate: str, top: int) -> None:
+    """A sweep's table: its baselines, the current choice (``current == "*"``) and the ``top`` fastest candidates
+    (rows whose ``impl`` starts with ``candidate``), each row once."""
+    fastest = sorted((r for r in rows if r["impl"].startswith(candidate)), key=lambda r: r["us"])[:top]
+    others = [r for r in rows if not r["impl"].startswith(candidate) or (r["current"] and r not in fastest)]
+    table(title, others + fastest, "us")
+
+
 # --- MoE decode -----------------------------------------------------------------------------------------------
 def sweep_moe_decode(results: dict) -> None:
     sys.path.insert(0, "bench")
@@ -280,10 +288,8 @@ def sweep_dense_gemv(results: dict) -> None:
                              pct_of_copy=100 * nbytes / us / 1e3 / bandwidth, current="*" if current else ""))
         dg.CONFIG, dg.SPLIT = saved
         dg._plan.cache_clear()
-        table(f"dense GEMV {name}, M=1, bf16 ({nbytes / 1e6:.1f} MB of weights; us per call)",
-              [r for r in rows if r["shape"] == name and (r["current"] or not r["impl"].startswith("projections"))]
-              + sorted([r for r in rows if r["shape"] == name and r["impl"].startswith("projections")],
-                       key=lambda r: r["us"])[:12], "us")
+        candidates_table(f"dense GEMV {name}, M=1, bf16 ({nbytes / 1e6:.1f} MB of weights; us per call)",
+                         [r for r in rows if r["shape"] == name], "projections", 12)
     results["dense_gemv"] = rows
     results["copy_bandwidth_gbs"] = bandwidth
 
@@ -335,10 +341,8 @@ def sweep_decode_attention(results: dict) -> None:
                                         f"w{warps}",
                              us=us, current="*" if current else ""))
         da.SLOTS_PER_SPLIT, da.BLOCK_S, da.NUM_WARPS, da.MAX_SPLITS = saved
-        table(f"decode attention, batch 1, GPT-OSS heads, {name} (us per layer)",
-              [r for r in rows if r["case"] == name and (r["current"] or not r["impl"].startswith("decode_attention"))]
-              + sorted([r for r in rows if r["case"] == name and r["impl"].startswith("decode_attention")],
-                       key=lambda r: r["us"])[:10], "us")
+        candidates_table(f"decode attention, batch 1, GPT-OSS heads, {name} (us per layer)",
+                         [r for r in rows if r["case"] == name], "decode_attention", 10)
     results["decode_attention"] = rows
 
 
@@ -382,10 +386,8 @@ def sweep_prefill_attention(results: dict) -> None:
             rows.append(dict(base, impl=f"prefill_attention {block_m}x{block_n} w{warps} s{stages}", us=us,
                              tflops=flops / us / 1e6, current="*" if current else ""))
         pa.BLOCK_M, pa.BLOCK_N, pa.NUM_WARPS, pa.NUM_STAGES = saved
-        table(f"prefill attention, GPT-OSS heads, {name} (us per layer; TFLOP/s over the visible pairs)",
-              [r for r in rows if r["case"] == name and (r["current"] or not r["impl"].startswith("prefill"))]
-              + sorted([r for r in rows if r["case"] == name and r["impl"].startswith("prefill")],
-                       key=lambda r: r["us"])[:8], "us")
+        candidates_table(f"prefill attention, GPT-OSS heads, {name} (us per layer; TFLOP/s over the visible pairs)",
+                         [r for r in rows if r["case"] == name], "prefill_attention", 8)
     results["prefill_attention"] = rows
 
 

@@ -4,10 +4,16 @@ Both run GPT-OSS's softmax with a sink: an online softmax over key blocks (float
 weighted values), then the head's sink logit joins the denominator -- it takes probability mass and adds no value.
 """
 
+import torch
 import triton
 import triton.language as tl
 
 from .moe_common import cast
+
+#: The model dtypes the attention kernels take (q, k, v and the cache share one).
+ATTENTION_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+#: The smallest dimension ``tl.dot`` takes: query rows and head dims are padded up to it (and to powers of two).
+DOT_MIN = 16
 
 
 @triton.jit

@@ -36,7 +36,7 @@ import triton.language as tl
 
 from mxfp4.dispatch import Backend
 
-from .attention_common import dot_operand, online_softmax_step, sink_weight
+from .attention_common import ATTENTION_DTYPES, DOT_MIN, dot_operand, online_softmax_step, sink_weight
 from .launch import check_launchable, current_stream, next_pow2, on_device, reduction_workspace
 from .moe_common import cast
 
@@ -53,10 +53,7 @@ SLOTS_PER_SPLIT = 64
 MAX_SPLITS = 16
 #: Slots scored per step (two tensor-core dots: [16, D/2] x [D/2, BLOCK_S], then [16, BLOCK_S] x [BLOCK_S, D/2]).
 BLOCK_S = 64
-#: The smallest dot dimension Triton takes: the query rows (GPT-OSS: 8 per KV head) and D/2 are padded to it.
-DOT_MIN = 16
 NUM_WARPS = 4
-_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 _WORKSPACES: dict = {}
 
 
@@ -91,6 +88,7 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: tor
     group = heads // kv_heads
     out = torch.empty((batch, heads * dim), dtype=q.dtype, device=q.device)
     splits = num_splits(slots)
+    # tl.dot's smallest dimension: GPT-OSS's 8 query heads per KV head are padded to 16 rows.
     group_p, half_p = max(DOT_MIN, next_pow2(group)), max(DOT_MIN, next_pow2(dim // 2))
     per_program = group_p * (2 * half_p + 2)  # published running max, sum and weighted values
     interpreted = not q.is_cuda
@@ -117,7 +115,7 @@ def _validate(q, k, v, cos, sin, keys, values, columns, column, pad, sinks, wind
             raise TypeError(f"decode_attention: {name} must be a torch.Tensor, got {type(t).__name__}")
         if t.device != q.device:
             raise ValueError(f"decode_attention: {name} is on {t.device} but q is on {q.device}")
-    if q.dtype not in _DTYPES:
+    if q.dtype not in ATTENTION_DTYPES:
         raise TypeError(f"decode_attention: q must be bfloat16, float16 or float32, got {q.dtype}")
     if keys.dim() != 4 or values.shape != keys.shape:
         raise ValueError(f"decode_attention: keys {tuple(keys.shape)} and values {tuple(values.shape)} must both be "

@@ -25,20 +25,19 @@ import triton.language as tl
 
 from mxfp4.dispatch import Backend
 
-from .attention_common import dot_operand, online_softmax_step, sink_weight
+from .attention_common import ATTENTION_DTYPES, DOT_MIN, dot_operand, online_softmax_step, sink_weight
 from .launch import check_launchable, next_pow2, on_device
 from .moe_common import cast
 
 __all__ = ["prefill_attention", "compile_specs"]
 
-# Starting point for an H100 (not swept yet: bench/RESULTS.md, session 4): 64 queries x 64 keys per step, 4 warps.
+# 64 queries x 64 keys per step, 4 warps, 2 stages: validated on an H100 (bench/RESULTS.md, session 4). A full layer
+# of a 2k prefill over a 4096-slot cache: 389 us (the torch ops it replaced: 6 353). bench/tune.py prefill-attention
+# (8 shapes, full layer only; the sliding case was not reached): 128 x 64, 4 warps 351 us, the rest 454-797 us.
 BLOCK_M = 64
 BLOCK_N = 64
 NUM_WARPS = 4
 NUM_STAGES = 2
-#: The smallest dot dimension Triton takes: D is padded to it (and to a power of two).
-DOT_MIN = 16
-_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 _GRID_Y_LIMIT = 65535
 
 
@@ -87,7 +86,7 @@ def _validate(q, k, v, query_columns, key_columns, pad, sinks, window) -> None:
             raise TypeError(f"prefill_attention: {name} must be a torch.Tensor, got {type(t).__name__}")
         if t.device != q.device:
             raise ValueError(f"prefill_attention: {name} is on {t.device} but q is on {q.device}")
-    if q.dtype not in _DTYPES or k.dtype != q.dtype or v.dtype != q.dtype:
+    if q.dtype not in ATTENTION_DTYPES or k.dtype != q.dtype or v.dtype != q.dtype:
         raise TypeError(f"prefill_attention: q, k, v must share one of bfloat16 / float16 / float32, got {q.dtype}, "
                         f"{k.dtype}, {v.dtype}")
     if q.dim() != 4 or k.dim() != 4 or v.shape != k.shape:
