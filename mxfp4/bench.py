@@ -552,7 +552,11 @@ def plot_roofline(rows: list[Row], ceilings: dict, title: str, path: Path | None
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (roof, bars) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [3, 2]})
+    conversions = [r for r in rows if not r.flops]
+    if conversions:
+        fig, (roof, bars) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [3, 2]})
+    else:  # a matmul-only run (--ops matmul): no empty panel beside the roofline
+        fig, roof = plt.subplots(1, 1, figsize=(8, 5))
     matmuls = [r for r in rows if r.flops]
     intensities = [r.flops / r.bytes for r in matmuls] or [1.0]
     x = [10 ** (e / 20) for e in range(int(20 * math.log10(max(min(intensities) / 4, 1e-2))),
@@ -572,14 +576,14 @@ def plot_roofline(rows: list[Row], ceilings: dict, title: str, path: Path | None
     roof.grid(True, which="both", alpha=0.3)
     if matmuls:
         roof.legend(fontsize=7, loc="lower right")
-    conversions = [r for r in rows if not r.flops]
-    labels = [f"{r.op} {r.path}" for r in conversions]
-    bars.barh(range(len(conversions)), [r.percent_of_roof for r in conversions], color="tab:blue")
-    bars.set_yticks(range(len(conversions)), labels, fontsize=7)
-    bars.invert_yaxis()
-    bars.axvline(100, color="black", lw=1)
-    bars.set_xlabel("% of copy bandwidth (bytes read + written)")
-    bars.set_title("quantize / dequantize")
+    if conversions:
+        labels = [f"{r.op} {r.path}" for r in conversions]
+        bars.barh(range(len(conversions)), [r.percent_of_roof for r in conversions], color="tab:blue")
+        bars.set_yticks(range(len(conversions)), labels, fontsize=7)
+        bars.invert_yaxis()
+        bars.axvline(100, color="black", lw=1)
+        bars.set_xlabel("% of copy bandwidth (bytes read + written)")
+        bars.set_title("quantize / dequantize")
     fig.tight_layout()
     if path is None:
         return fig
