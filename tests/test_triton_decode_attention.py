@@ -190,3 +190,30 @@ def test_gpt_oss_shapes_on_gpu(slots, column, rng):
     case = make_case(rng, batch=2, heads=64, kv_heads=8, dim=64, slots=slots, column=column, ring=ring,
                      window=128 if ring else None, dtype=torch.bfloat16, pad=[0, 5])
     check(case, f"gpt-oss {slots} slots at column {column}", device="cuda")
+
+
+# --- hypothesis: layouts, cache sizes and states ---------------------------------------------------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(kv_heads=st.integers(1, 3), group=st.integers(1, 5), dim=st.sampled_from([2, 8, 14, 24]),
+       slots=st.integers(1, 70), column=st.integers(0, 90), ring=st.booleans(), window=st.integers(1, 12),
+       filled=st.one_of(st.none(), st.integers(0, 30)), pad=st.integers(0, 12), batch=st.integers(1, 3),
+       seed=st.integers(0, 2**32 - 1))
+def test_property_any_cache(kv_heads, group, dim, slots, column, ring, window, filled, pad, batch, seed):
+    """Any head layout and D, any cache size (split into 16-slot programs so that several splits merge), a ring that
+    has wrapped any number of times or a full cache with gaps, any padding: output, stored key / value and column
+    as the twin (float32)."""
+    if not ring and column >= slots:
+        column = slots - 1  # a full cache holds its columns (past it: the NaN case, tested above)
+    rng = np.random.default_rng(seed)
+    case = make_case(rng, batch=batch, heads=kv_heads * group, kv_heads=kv_heads, dim=dim, slots=slots,
+                     column=column, ring=ring, window=window if ring else None, dtype=torch.float32,
+                     pad=[min(pad * r, column) for r in range(batch)], filled=filled)
+    saved, module.SLOTS_PER_SPLIT = module.SLOTS_PER_SPLIT, 16  # (hypothesis tests cannot take monkeypatch)
+    try:
+        check(case, f"kv={kv_heads} group={group} D={dim} S={slots} c={column} ring={ring} filled={filled}")
+    finally:
+        module.SLOTS_PER_SPLIT = saved

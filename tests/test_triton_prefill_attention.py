@@ -118,3 +118,25 @@ def test_gpt_oss_prefill_on_gpu(window, rng):
     case = make_case(rng, batch=1, heads=64, kv_heads=8, dim=64, length=length,
                      key_columns=list(range(length)) + [-1] * 324, query_start=0, dtype=torch.bfloat16, window=window)
     check(case, f"gpt-oss prefill {length} tokens, window {window}", device="cuda")
+
+
+# --- hypothesis: layouts, lengths, cache contents --------------------------------------------------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(kv_heads=st.integers(1, 3), group=st.integers(1, 3), dim=st.sampled_from([2, 8, 14, 24]),
+       length=st.integers(1, 40), extra_slots=st.integers(0, 30), start=st.integers(0, 20),
+       window=st.one_of(st.none(), st.integers(1, 12)), pad=st.integers(0, 30), shuffle=st.booleans(),
+       seed=st.integers(0, 2**32 - 1))
+def test_property_any_layout(kv_heads, group, dim, length, extra_slots, start, window, pad, shuffle, seed):
+    """Any head layout and D, any T, keys that are the queries' own columns plus older, empty or stale slots in any
+    order, any window and padding: the kernel agrees with the twin (float32, 1e-5)."""
+    rng = np.random.default_rng(seed)
+    key_columns = list(range(start + length)) + [-1] * (extra_slots // 2) + list(range(60, 60 + extra_slots - extra_slots // 2))
+    if shuffle:
+        key_columns = [key_columns[i] for i in rng.permutation(len(key_columns))]
+    case = make_case(rng, batch=2, heads=kv_heads * group, kv_heads=kv_heads, dim=dim, length=length,
+                     key_columns=key_columns, query_start=start, dtype=torch.float32, pad=[0, pad], window=window)
+    check(case, f"kv={kv_heads} group={group} D={dim} T={length} start={start} window={window} pad={pad}")
