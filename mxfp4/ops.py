@@ -100,6 +100,10 @@ def matmul(a: torch.Tensor, w: MXFP4Tensor, bias: torch.Tensor | None = None, *,
     Returns:
         ``[..., N]`` in ``a.dtype`` on ``a.device``.
 
+    On the GPU paths, from 512 rows of bf16/fp16 activations (with no bias or one of a's dtype) the weight is
+    decoded once to a's dtype and multiplied by cuBLAS, which then decides the reduction (see
+    ``mxfp4.triton_kernels.matmul``); smaller M streams the MXFP4 bytes through fused kernels.
+
     >>> w = mxfp4.quantize(torch.randn(5760, 2880, dtype=torch.bfloat16))
     >>> y = mxfp4.matmul(torch.randn(1, 2880, dtype=torch.bfloat16), w)    # [1, 5760] bf16
     """
