@@ -46,7 +46,7 @@ def decode_bytes_per_token(model: GptOss, batch: int = 1) -> int:
     return total
 
 
-def make_graph_decoder(model: GptOss, batch: int, max_len: int, start: int):
+def make_graph_decoder(model: GptOss, batch: int, start: int):
     """``decode_step`` captured in a CUDA graph (``GptOss.capture_decode``); returns (graph, static inputs, logits)."""
     ids = torch.randint(0, model.config.vocab_size, (batch, 1), device="cuda")
     column = torch.tensor([start], device="cuda")
@@ -61,7 +61,7 @@ def time_decode(model: GptOss, batch: int, context: int, steps: int, graph: bool
     prompt = torch.randint(0, model.config.vocab_size, (batch, context), device="cuda")
     model.forward_with_cache(prompt, 0, last_only=True)
     if graph:
-        g, ids, column, _ = make_graph_decoder(model, batch, context + steps + 8, context)
+        g, ids, column, _ = make_graph_decoder(model, batch, context)
         g.replay()
         torch.cuda.synchronize()
         start = time.perf_counter()

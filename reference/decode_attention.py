@@ -43,7 +43,8 @@ def decode_attention(qkv, cos, sin, keys, values, columns, column: int, pad, sin
     store = (lambda a: a) if round_stored is None else round_stored
 
     q = rotate(qkv[:, : heads * dim].reshape(batch, heads, dim), cos[:, None], sin[:, None])
-    k_new = rotate(qkv[:, heads * dim:(heads + kv_heads) * dim].reshape(batch, kv_heads, dim), cos[:, None], sin[:, None])
+    k_new = rotate(qkv[:, heads * dim:(heads + kv_heads) * dim].reshape(batch, kv_heads, dim),
+                   cos[:, None], sin[:, None])
     v_new = qkv[:, (heads + kv_heads) * dim:].reshape(batch, kv_heads, dim)
     slot = column % slots if ring else column
     keys[:, :, slot] = store(k_new)

@@ -100,8 +100,9 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: tor
         decode_attention_kernel[(batch * kv_heads, splits)](
             q, k, v, cos, sin, keys, values, columns, column, pad, sinks, out, partials, counters,
             kv_heads, slots, triton.cdiv(slots, splits), 0 if window is None else int(window), float(scale),
-            q.stride(0), k.stride(0), v.stride(0), cos.stride(0), sin.stride(0), keys.stride(0), keys.stride(1), keys.stride(2),
-            values.stride(0), values.stride(1), values.stride(2), columns.stride(0), out.stride(0),
+            q.stride(0), k.stride(0), v.stride(0), cos.stride(0), sin.stride(0),
+            keys.stride(0), keys.stride(1), keys.stride(2), values.stride(0), values.stride(1), values.stride(2),
+            columns.stride(0), out.stride(0),
             GROUP=group, HALF=dim // 2, GROUP_P=group_p, HALF_P=half_p, BLOCK_S=BLOCK_S, RING=bool(ring),
             WINDOWED=window is not None, INTERPRETED=interpreted, num_warps=NUM_WARPS,
         )  # fmt: skip
@@ -180,8 +181,8 @@ def decode_attention_kernel(
     q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, keys_ptr, values_ptr, columns_ptr, column_ptr, pad_ptr, sinks_ptr, out_ptr,
     partials_ptr, counters_ptr,
     kv_heads, slots, slots_per_split, window, scale,
-    stride_q, stride_k, stride_v, stride_cos, stride_sin, stride_kb, stride_kh, stride_ks, stride_vb, stride_vh, stride_vs,
-    stride_col, stride_out,
+    stride_q, stride_k, stride_v, stride_cos, stride_sin,
+    stride_kb, stride_kh, stride_ks, stride_vb, stride_vh, stride_vs, stride_col, stride_out,
     GROUP: tl.constexpr, HALF: tl.constexpr, GROUP_P: tl.constexpr, HALF_P: tl.constexpr, BLOCK_S: tl.constexpr,
     RING: tl.constexpr, WINDOWED: tl.constexpr, INTERPRETED: tl.constexpr,
 ):
@@ -336,8 +337,9 @@ def compile_specs(backend) -> list[dict]:
     (fp32 on the fp32 path, bf16 otherwise), for ``aot.py``."""
     dtype = "fp32" if Backend(backend) is Backend.FP32 else "bf16"
     signature = {
-        "q_ptr": f"*{dtype}", "k_ptr": f"*{dtype}", "v_ptr": f"*{dtype}", "cos_ptr": f"*{dtype}", "sin_ptr": f"*{dtype}", "keys_ptr": f"*{dtype}",
-        "values_ptr": f"*{dtype}", "columns_ptr": "*i64", "column_ptr": "*i64", "pad_ptr": "*i64",
+        "q_ptr": f"*{dtype}", "k_ptr": f"*{dtype}", "v_ptr": f"*{dtype}", "cos_ptr": f"*{dtype}",
+        "sin_ptr": f"*{dtype}", "keys_ptr": f"*{dtype}", "values_ptr": f"*{dtype}", "columns_ptr": "*i64",
+        "column_ptr": "*i64", "pad_ptr": "*i64",
         "sinks_ptr": f"*{dtype}", "out_ptr": f"*{dtype}", "partials_ptr": "*fp32", "counters_ptr": "*i32",
         "kv_heads": "i32", "slots": "i32", "slots_per_split": "i32", "window": "i32", "scale": "fp32",
     }

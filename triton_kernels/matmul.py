@@ -477,8 +477,6 @@ def matmul(a: torch.Tensor, blocks: torch.Tensor, scales: torch.Tensor, bias: to
                          f"[N, {K}] (expected [N, {num_blocks(K)}, {BYTES_PER_BLOCK}] and [N, {num_blocks(K)}])")
     if blocks.stride(2) != 1 or blocks.stride(1) != BYTES_PER_BLOCK:
         blocks = blocks.contiguous()  # the kernels read each block as 16 contiguous bytes
-    blocks = word_aligned(blocks)  # the GEMV reads them as four int32 words
-    block_strides = blocks.stride()
     # Offsets along K are 32-bit in the kernels (rows are 64-bit): copy views whose K strides would overflow them.
     if (K - 1) * abs(a.stride(1)) >= _INT32_LIMIT:
         a = a.contiguous()
@@ -494,24 +492,21 @@ def matmul(a: torch.Tensor, blocks: torch.Tensor, scales: torch.Tensor, bias: to
         out = _out
     if M == 0 or N == 0:
         return out
+    if not a.is_cuda and not triton_interpreter_enabled():
+        raise BackendUnavailableError(
+            f"the {Backend(backend).value!r} matmul runs Triton kernels and a is on {a.device}: set "
+            "TRITON_INTERPRET=1 before importing mxfp4, or use backend='torch'")
     if _schedule == "dequant" or (_schedule is None and uses_dequant_gemm(backend, M, a.dtype, bias)):
         if bias is not None and bias.dtype != a.dtype:
             raise ValueError(f"the dequant schedule adds the bias inside the GEMM: it takes a bias of a's dtype "
                              f"({a.dtype}) or none, got {bias.dtype}")
-        if not a.is_cuda and not triton_interpreter_enabled():
-            raise BackendUnavailableError(
-                f"the {Backend(backend).value!r} matmul runs Triton kernels and a is on {a.device}: set "
-                "TRITON_INTERPRET=1 before importing mxfp4, or use backend='torch'")
         return _dequant_gemm(a, blocks, scales, bias, K, Backend(backend), out)
-    a_strides, scale_strides = a.stride(), scales.stride()
+    blocks = word_aligned(blocks)  # the GEMV reads them as four int32 words (the dequantize kernel reads bytes)
+    a_strides, block_strides, scale_strides = a.stride(), blocks.stride(), scales.stride()
     args = (a, blocks, scales, out if bias is None else bias, out, None, None, M, N, K, G, 0,
             a_strides[0], a_strides[1], block_strides[0], scale_strides[0], scale_strides[1], N, 1)
 
     if not a.is_cuda:
-        if not triton_interpreter_enabled():
-            raise BackendUnavailableError(
-                f"the {Backend(backend).value!r} matmul runs Triton kernels and a is on {a.device}: set "
-                "TRITON_INTERPRET=1 before importing mxfp4, or use backend='torch'")
         plan = _cached_plan(Backend(backend), M, N, K, a.dtype, -1, _schedule, True)
         partials, counters = _workspace(a.device, 0, plan.partial_elems, plan.tiles)
         args = args[:5] + (partials, counters) + args[7:11] + (plan.groups_per_split,) + args[12:]
