@@ -187,21 +187,22 @@ def sweep_moe_crossover(results: dict) -> None:
 
     # Where the decode GEMVs should hand over to the tensor-core tiles: the whole MoE both ways, per token count.
     crossover = []
-    saved = moe.GEMV_MAX_PAIRS
+    saved = moe.GEMV_MAX_PAIRS, moe.GEMV_ALWAYS_PAIRS
     for experts in (32, 128):
         copies = [gpt_oss_layer.__wrapped__(experts) for _ in range(3 if experts == 32 else 1)]
         for tokens in (1, 2, 4, 8, 16):
             x = torch.randn(tokens, HIDDEN, device="cuda").to(torch.bfloat16)
-            for name, limit in (("gemv", 10**9), ("tensor-core", 0)):
-                moe.GEMV_MAX_PAIRS = limit
+            picked = moe.uses_gemv(tokens * TOP_K, experts)
+            for name, limits in (("gemv", (10**9, 10**9)), ("tensor-core", (0, 0))):
+                moe.GEMV_MAX_PAIRS, moe.GEMV_ALWAYS_PAIRS = limits
                 us = graph_us([lambda c=c: moe.moe(
                     x, c[0], c[1], c[2].blocks, c[2].scales, c[3], c[4].blocks, c[4].scales, c[5], TOP_K, 1.702, 7.0,
                     "hopper") for c in copies] * (CALLS // len(copies) + 1))
                 crossover.append({"experts": experts, "tokens": tokens, "schedule": name, "us": us,
-                                  "current": "*" if (tokens * TOP_K <= saved) == (name == "gemv") else ""})
-            moe.GEMV_MAX_PAIRS = saved
+                                  "current": "*" if picked == (name == "gemv") else ""})
+            moe.GEMV_MAX_PAIRS, moe.GEMV_ALWAYS_PAIRS = saved
         del copies
-    table("MoE decode, whole layer: GEMVs vs tensor-core tiles (us; * = what GEMV_MAX_PAIRS picks)", crossover, "us")
+    table("MoE decode, whole layer: GEMVs vs tensor-core tiles (us; * = what moe.uses_gemv picks)", crossover, "us")
     results["moe_decode_crossover"] = crossover
 
 

@@ -856,3 +856,13 @@ def test_mxfp4_moe_stays_callable_after_submodule_import(rng):
 
     layer = Layer(rng, 2, 64, 32, 3)
     assert mxfp4.moe(*layer.args("cpu"), 2, backend="torch").shape == (2, 64)
+
+
+@pytest.mark.parametrize("pairs,experts,gemv", [(4, 32, True), (8, 32, True), (12, 32, False), (32, 32, False),
+                                                (16, 128, True), (32, 128, True), (36, 128, False), (64, 128, False)],
+                         ids=lambda v: str(v))
+def test_decode_dispatch_follows_the_measured_crossover(pairs, experts, gemv):
+    """GEMVs up to 8 pairs, and up to 32 while experts outnumber pairs 4 to 1 (moe.py: session-5 H100 crossover)."""
+    from mxfp4.triton_kernels import moe
+
+    assert moe.uses_gemv(pairs, experts) is gemv, f"{pairs} pairs over {experts} experts"

@@ -25,7 +25,7 @@ from conftest import HAS_CUDA, TRITON_BACKENDS, requires_cuda
 from mxfp4 import MXFP4Tensor, reference
 from mxfp4.reference.dequantize import decode_scales
 from mxfp4.dispatch import Backend
-from mxfp4.spec import BLOCK_SIZE, BYTES_PER_BLOCK, E8M0_BIAS, E8M0_NAN, num_blocks
+from mxfp4.spec import BLOCK_SIZE, BYTES_PER_BLOCK, E2M1_VALUES, E8M0_BIAS, E8M0_NAN, num_blocks
 from mxfp4.triton_kernels import matmul as matmul_module
 from mxfp4.triton_kernels.matmul import matmul
 from mxfp4.triton_kernels import mx
@@ -138,6 +138,129 @@ def test_bit_decode_matches_mx_decode_for_every_byte(device):
                                  f"{want[byte].item()!r}")
     want_scales = decode_scales(np.arange(256, dtype=np.uint8)).astype(np.float32)
     np.testing.assert_array_equal(scale.numpy(), want_scales)  # byte 0 is 2**-127 (not 0), byte 255 is NaN
+
+
+# --- the tensor-core table decode (mx.decode_tile_bf16): its PTX program emulated, its scale and tile compiled ---
+def _prmt(a: int, b: int, selector: int) -> int:
+    """PTX prmt.b32 (default mode): byte i of the result is byte (nibble i & 7) of b:a, or that byte's top bit
+    replicated when nibble i has bit 3 set."""
+    pool = (b << 32) | a
+    out = 0
+    for i in range(4):
+        nibble = (selector >> (4 * i)) & 0xF
+        byte = (pool >> (8 * (nibble & 7))) & 0xFF
+        if nibble & 8:
+            byte = 0xFF if byte & 0x80 else 0
+        out |= byte << (8 * i)
+    return out
+
+
+def _bf16_value(bits: int) -> float:
+    return float(np.array([bits << 16], dtype=np.uint32).view(np.float32)[0])
+
+
+def _bf16_bits(value: float) -> int:
+    return int(torch.tensor([value], dtype=torch.float64).to(torch.bfloat16).view(torch.int16).item()) & 0xFFFF
+
+
+def _fma_bf16x2(a: int, b: int, c: int) -> int:
+    """fma.rn.bf16x2: per 16-bit half, a * b + c rounded once (exact here: E2M1 values times powers of two)."""
+    halves = [_bf16_bits(_bf16_value((a >> s) & 0xFFFF) * _bf16_value((b >> s) & 0xFFFF) + _bf16_value((c >> s) & 0xFFFF))
+              for s in (0, 16)]
+    return halves[0] | (halves[1] << 16)
+
+
+_EMULATED = {
+    "and": lambda a, b: a & b,
+    "shr": lambda a, b: a >> b,
+    "shl": lambda a, b: (a << b) & 0xFFFFFFFF,
+    "prmt": _prmt,
+    "or_and": lambda a, b, c: a | (b & c),
+    "fma_bf16x2": _fma_bf16x2,
+}
+
+
+def _run_program(packed4: int, scale_pairs: list[int]) -> list[int]:
+    regs = {"$4": packed4, **{f"${5 + i}": pair for i, pair in enumerate(scale_pairs)},
+            "negzero": mx.BF16X2_NEGATIVE_ZERO}
+    for op, dst, *srcs in mx.E2M1_BF16_PROGRAM:
+        regs[dst] = _EMULATED[op](*(regs[s] if isinstance(s, str) else s for s in srcs))
+    return [regs[f"${i}"] for i in range(4)]
+
+
+def _scale_pair(byte: int) -> int:
+    """What mx.scale_pair_bf16 computes (checked against the kernel by test_scale_pair_bf16_for_every_byte)."""
+    bits = (byte << 7) | (0x40 if byte in (0, E8M0_NAN) else 0)
+    return bits | (bits << 16)
+
+
+@pytest.mark.parametrize("scale_byte", [0, 1, 100, E8M0_BIAS, 200, 254, E8M0_NAN])
+def test_table_decode_program_for_every_byte(scale_byte):
+    """mx.E2M1_BF16_PROGRAM, run by an emulator of its PTX instructions, equals the bf16 rounding of the float64
+    reference value of both elements of every packed byte, under scale bytes across the range (2**-127, NaN)."""
+    factor = float(decode_scales(np.array([scale_byte], dtype=np.uint8))[0])
+    for first in range(0, 256, 4):
+        got = _run_program(first | (first + 1) << 8 | (first + 2) << 16 | (first + 3) << 24, [_scale_pair(scale_byte)] * 4)
+        for i, pair in enumerate(got):
+            byte = first + i
+            for half, code in ((0, byte & 15), (1, byte >> 4)):
+                want = E2M1_VALUES[code] * factor
+                bits = (pair >> (16 * half)) & 0xFFFF
+                value = _bf16_value(bits)
+                if np.isnan(want):
+                    assert np.isnan(value), f"byte {byte:#04x} half {half} scale {scale_byte}: {value} is not NaN"
+                else:
+                    assert bits == _bf16_bits(want), (f"byte {byte:#04x} element {half} (code {code}) scale byte "
+                                                     f"{scale_byte}: bf16 {bits:#06x} = {value!r}, want {want!r}")
+
+
+@triton.jit
+def _scale_pairs_kernel(out_ptr):
+    byte = tl.arange(0, 256)
+    tl.store(out_ptr + byte, mx.scale_pair_bf16(byte))
+
+
+def test_scale_pair_bf16_for_every_byte(device):
+    out = torch.empty(256, dtype=torch.int32, device=device)
+    _scale_pairs_kernel[(1,)](out)
+    got = [int(v) & 0xFFFFFFFF for v in out.cpu()]
+    want = [_scale_pair(b) for b in range(256)]
+    assert got == want, next(f"byte {b}: {g:#010x}, want {w:#010x}" for b, (g, w) in enumerate(zip(got, want)) if g != w)
+    values = [_bf16_value(v & 0xFFFF) for v in got]
+    reference_values = decode_scales(np.arange(256, dtype=np.uint8))
+    for b, (v, r) in enumerate(zip(values, reference_values)):
+        assert (np.isnan(v) and np.isnan(r)) or v == r, f"scale byte {b}: bf16 {v!r}, reference {r!r}"
+
+
+@triton.jit
+def _table_decode_kernel(packed_ptr, scale_ptr, out_ptr, ROWS: tl.constexpr, COLS: tl.constexpr):
+    rows = tl.arange(0, ROWS)
+    packed = tl.load(packed_ptr + rows[:, None] * (COLS // 2) + tl.arange(0, COLS // 2)[None, :])
+    scale = tl.load(scale_ptr + rows[:, None] * (COLS // 32) + tl.arange(0, COLS // 32)[None, :])
+    w = mx.decode_tile_bf16(packed, scale, ROWS, COLS)
+    tl.store(out_ptr + rows[:, None] * COLS + tl.arange(0, COLS)[None, :], w)
+
+
+@requires_cuda("the table decode is inline PTX: it runs compiled only")
+def test_table_decode_compiled_bit_for_bit():
+    """The compiled decode_tile_bf16 (inline PTX) on every byte under every scale byte, against the reference
+    dequantize rounded to bf16; scale bytes whose values leave bf16's normal range may flush (documented)."""
+    rows, cols = 256, 64
+    packed = torch.arange(256, dtype=torch.int32).to(torch.uint8)[:, None].repeat(1, cols // 2)
+    packed = packed.roll(1, dims=1)  # each byte in several positions of a row
+    scales = torch.arange(256, dtype=torch.int32).to(torch.uint8)[:, None].repeat(1, cols // 32)
+    out = torch.empty(rows, cols, dtype=torch.bfloat16, device="cuda")
+    _table_decode_kernel[(1,)](packed.cuda(), scales.cuda(), out, rows, cols)
+    blocks = packed.reshape(rows, cols // 32, BYTES_PER_BLOCK).numpy()
+    want = torch.from_numpy(reference.dequantize(blocks, scales.numpy(), np.float64)).to(torch.bfloat16)
+    got = out.cpu()
+    normal = (want.float().abs() >= 2.0 ** -126) | (want == 0) | want.isnan() | want.isinf()
+    same = (got.view(torch.int16) == want.view(torch.int16)) | (got.isnan() & want.isnan())
+    bad = ~same & normal
+    if bad.any():
+        r, c = (int(i) for i in torch.nonzero(bad)[0])
+        raise AssertionError(f"row (scale byte) {r} column {c}: got {got[r, c].item()!r}, want {want[r, c].item()!r}"
+                             f" ({int(bad.sum())} elements differ)")
 
 
 # --- every path, both schedules, odd shapes --------------------------------------------------------------------------

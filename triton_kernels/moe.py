@@ -1,6 +1,6 @@
 """The GPT-OSS MoE on MXFP4 experts as Triton launches. Twin of ``mxfp4.reference.moe``.
 
-Decode (``T * k <= GEMV_MAX_PAIRS``): three launches, each bound by reading the hit experts' weights once.
+Decode (``uses_gemv``: up to 8 pairs ``T * k``, up to 32 with many experts): three launches, each bound by reading the hit experts' weights once.
     1. moe_routing.route                  router GEMM + top-k + softmax over the k picked logits  [T, k] ids, weights
     2. moe_gate_up_gemv.gate_up_swiglu_gemv  per (pair, feature block): W1 rows streamed on the CUDA cores,
                                           bias + SwiGLU fused                                     act [P, I] pair order
@@ -36,11 +36,16 @@ from . import moe_combine, moe_down, moe_down_gemv, moe_gate_up, moe_gate_up_gem
 from .launch import TRITON_TYPES
 from .moe_common import next_power_of_2_at_least
 
-#: Pairs (tokens * k) up to which the weight-streaming GEMVs run (decode). Cost model: a GEMV decodes each hit
-#: expert once per pair, a tensor-core tile once per 16 rows of an expert, at ~2/3 of the GEMV's bytes per second
-#: (dense matmul on H100, M = 1 vs M = 16). With E = 32 and top-4, 8 tokens (32 pairs, ~20 experts hit) is about
-#: break-even; with E = 128 nearly every pair hits its own expert, so the GEMV wins throughout.
+#: Pairs (tokens * k) up to which the weight-streaming GEMVs may run (decode) ...
 GEMV_MAX_PAIRS = 32
+#: ... and when they do. A GEMV decodes each hit expert once per pair, a tensor-core tile once per 16 rows of an
+#: expert (with the table decode, mx.decode_tile_bf16, at about the GEMV's instructions per element). Whole layer
+#: on an H100, GEMVs / tiles in us (bench/tune.py moe-crossover, session 5): E = 32: T = 2 87 / 120, T = 4 156 /
+#: 148, T = 8 265 / 209; E = 128: T = 4 159 / 157, T = 8 270 / 277. So the GEMVs run up to GEMV_ALWAYS_PAIRS
+#: pairs, and beyond that while the experts outnumber the pairs EXPERTS_PER_PAIR to 1 (most pairs then hit an
+#: expert of their own, and the tiles would decode about as often).
+GEMV_ALWAYS_PAIRS = 8
+EXPERTS_PER_PAIR = 4
 #: Pairs up to which the tensor-core GEMMs use the small-M ("decode") tiles.
 DECODE_MAX_PAIRS = 64
 
@@ -140,7 +145,7 @@ def moe(x, router_w, router_b, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b
     w1_blocks, w1_scales = _rows_contiguous(w1_blocks, w1_scales)
     w2_blocks, w2_scales = _rows_contiguous(w2_blocks, w2_scales)
 
-    if uses_gemv(pairs):
+    if uses_gemv(pairs, num_experts):
         expert_ids, routing_weights = moe_routing.route(x, router_w, router_b, top_k)
         gate_up_config, down_config = gemv_schedule(pairs)
         act = moe_gate_up_gemv.gate_up_swiglu_gemv(x, expert_ids, w1_blocks, w1_scales, b1.contiguous(), alpha,
@@ -162,9 +167,10 @@ def moe(x, router_w, router_b, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b
     return moe_combine.combine(contributions, top_k, x.dtype)
 
 
-def uses_gemv(pairs: int) -> bool:
-    """Whether ``pairs = T * k`` rows run the decode GEMVs (else the tensor-core grouped GEMMs)."""
-    return pairs <= GEMV_MAX_PAIRS
+def uses_gemv(pairs: int, num_experts: int) -> bool:
+    """Whether ``pairs = T * k`` rows over ``num_experts`` experts run the decode GEMVs (else the tensor-core
+    grouped GEMMs)."""
+    return pairs <= GEMV_MAX_PAIRS and (pairs <= GEMV_ALWAYS_PAIRS or num_experts >= EXPERTS_PER_PAIR * pairs)
 
 
 def _rows_contiguous(blocks: torch.Tensor, scales: torch.Tensor):

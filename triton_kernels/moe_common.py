@@ -23,7 +23,7 @@ import triton.language as tl
 
 from mxfp4.spec import BYTES_PER_BLOCK, E8M0_BIAS
 
-from .mx import e2m1_high, e2m1_low, scale_factor, sign_extend
+from .mx import decode_tile_bf16, e2m1_high, e2m1_low, scale_factor, sign_extend
 
 BYTES_PER_SCALE = tl.constexpr(BYTES_PER_BLOCK)
 
@@ -67,8 +67,10 @@ BLOCK_ELEMENTS = tl.constexpr(2 * BYTES_PER_BLOCK)
 
 @triton.jit
 def load_mxfp4_tile(blocks_ptr, scales_ptr, row, g0, num_groups, length, blocks_stride_n, scales_stride_n,
-                    ROWS: tl.constexpr, BLOCK_K: tl.constexpr, MASKED: tl.constexpr):
-    """``[ROWS, BLOCK_K]`` float32: ``W[row, 32*g0 : 32*g0 + BLOCK_K]`` exactly, in natural K order.
+                    ROWS: tl.constexpr, BLOCK_K: tl.constexpr, MASKED: tl.constexpr, TABLE_DECODE: tl.constexpr):
+    """``[ROWS, BLOCK_K]`` float32 (bf16 with ``TABLE_DECODE``): ``W[row, 32*g0 : 32*g0 + BLOCK_K]`` in natural
+    K order, exactly (``TABLE_DECODE``: compiled bf16 dots decode by table lookup, ``mx.decode_tile_bf16``, exact
+    wherever the weight is a normal bf16).
 
     The operand of one ``tl.dot`` per K step (tensor-core GEMMs): each row's ``BLOCK_K / 2`` bytes are one
     contiguous (vectorized) load, the two nibbles of a byte are decoded and put side by side again
@@ -89,10 +91,13 @@ def load_mxfp4_tile(blocks_ptr, scales_ptr, row, g0, num_groups, length, blocks_
     else:
         packed = tl.load(row_bytes + byte[None, :])
         scale = tl.load(row_scales + group[None, :])
-    byte_i32 = sign_extend(packed)
-    pairs = tl.join(e2m1_low(byte_i32), e2m1_high(byte_i32))  # [ROWS, BLOCK_K / 2, 2]: elements 2i, 2i + 1
-    w = tl.reshape(pairs, [ROWS, GROUPS, BLOCK_ELEMENTS]) * scale_factor(scale.to(tl.int32))[:, :, None]
-    w = tl.reshape(w, [ROWS, BLOCK_K])
+    if TABLE_DECODE:
+        w = decode_tile_bf16(packed, scale, ROWS, BLOCK_K)
+    else:
+        byte_i32 = sign_extend(packed)
+        pairs = tl.join(e2m1_low(byte_i32), e2m1_high(byte_i32))  # [ROWS, BLOCK_K / 2, 2]: elements 2i, 2i + 1
+        w = tl.reshape(pairs, [ROWS, GROUPS, BLOCK_ELEMENTS]) * scale_factor(scale.to(tl.int32))[:, :, None]
+        w = tl.reshape(w, [ROWS, BLOCK_K])
     if MASKED:
         element = g0 * BLOCK_ELEMENTS + tl.arange(0, BLOCK_K)
         w = tl.where((element < length)[None, :], w, 0.0)
@@ -178,6 +183,8 @@ def expert_rows_dot(a_rows, stride_ak, expert_blocks, expert_scales, w_row, leng
     ``load_mxfp4_tile`` zeroes the weights there).
     """
     GROUPS: tl.constexpr = BLOCK_K // BLOCK_ELEMENTS
+    # The interpreter cannot run inline PTX; the fp32 path keeps float32 operands.
+    TABLE_DECODE: tl.constexpr = not FP32_DOT and not INTERPRETED
     num_groups = (length + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS
     full_groups = length // BLOCK_K * GROUPS
     acc = tl.zeros((BLOCK_M, ROWS), dtype=tl.float32)
@@ -185,12 +192,12 @@ def expert_rows_dot(a_rows, stride_ak, expert_blocks, expert_scales, w_row, leng
         k = g0 * BLOCK_ELEMENTS + tl.arange(0, BLOCK_K)
         a = tl.load(a_rows + k[None, :] * stride_ak)
         w = load_mxfp4_tile(expert_blocks, expert_scales, w_row, g0, num_groups, length, blocks_stride_n,
-                            scales_stride_n, ROWS, BLOCK_K, False)
+                            scales_stride_n, ROWS, BLOCK_K, False, TABLE_DECODE)
         acc = dot_accumulate_nt(a, w, acc, FP32_DOT, INTERPRETED)
     if full_groups < num_groups:
         k = full_groups * BLOCK_ELEMENTS + tl.arange(0, BLOCK_K)
         a = tl.load(a_rows + k[None, :] * stride_ak, mask=(k < length)[None, :], other=0.0)
         w = load_mxfp4_tile(expert_blocks, expert_scales, w_row, full_groups, num_groups, length, blocks_stride_n,
-                            scales_stride_n, ROWS, BLOCK_K, True)
+                            scales_stride_n, ROWS, BLOCK_K, True, TABLE_DECODE)
         acc = dot_accumulate_nt(a, w, acc, FP32_DOT, INTERPRETED)
     return acc

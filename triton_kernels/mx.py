@@ -4,13 +4,17 @@ Not a kernel: ``@triton.jit`` helpers that the kernels inline. Every value decod
 kernel that stores it to bf16/fp16 rounds once, as the reference's float64 -> dtype cast does.
 """
 
+import struct
+
 import triton
 import triton.language as tl
 
 from mxfp4.spec import (
+    BLOCK_SIZE,
     BYTES_PER_BLOCK,
     E2M1_EXPONENT_BIAS,
     E2M1_MAGNITUDE_MASK,
+    E2M1_MAGNITUDES,
     E2M1_MANTISSA_BITS,
     E2M1_SIGN_BIT,
     E8M0_BIAS,
@@ -191,3 +195,100 @@ def word_block_sums(words, scale, x, WORD_AXIS: tl.constexpr):
     products += e2m1_of_word(words, 6) * x6
     products += e2m1_of_word(words, 7) * x7
     return tl.sum(products, axis=WORD_AXIS) * scale_factor(scale.to(tl.int32))
+
+
+# --- the tensor-core decode: codes to bf16 by table lookup (PTX prmt), the scale applied in bf16 -------------------
+# A tensor-core tile decodes every weight to a bf16 dot operand; decoding to float32 first (e2m1_low, a float32
+# multiply by the scale, a conversion) costs ~9 SASS instructions per element, more than the CUDA-core GEMV's whole
+# FMA. Here the 8 magnitudes' bf16 bytes are two 8-entry byte tables that one PRMT indexes for four codes at once:
+# 11 PTX instructions decode and scale four elements (bench/RESULTS.md counts the SASS). PRMT reads bit 3 of each
+# selector nibble as a mode bit, so the codes' sign bits are masked off the selector and put back from a second PRMT
+# in its sign-replicate mode. The scale multiplies the bf16 pairs exactly (a power of two) with fma.rn.bf16x2 and
+# -0.0 as the addend (so that -0 * s stays -0), on sm_80 and later.
+def _bf16_bits(value: float) -> int:
+    """bf16 bits of a value exact in bf16 (the top half of its float32 bits)."""
+    return struct.unpack("<I", struct.pack("<f", value))[0] >> 16
+
+
+def _byte_table(byte: int) -> tuple[int, int]:
+    """Byte ``byte`` (0 low, 1 high) of the bf16 of magnitudes 0..7, as PRMT's two source words (entries 0-3, 4-7)."""
+    entries = [(_bf16_bits(m) >> (8 * byte)) & 0xFF for m in E2M1_MAGNITUDES]
+    return tuple(sum(e << (8 * i) for i, e in enumerate(entries[first:first + 4])) for first in (0, 4))
+
+
+BF16_HIGH_BYTES = _byte_table(1)  # (0x3F3F3F00, 0x40404040)
+BF16_LOW_BYTES = _byte_table(0)  # (0xC0800000, 0xC0804000)
+BF16X2_NEGATIVE_ZERO = 0x80008000
+
+# One instance decodes 4 packed bytes (inline_asm_elementwise's pack=4; any 4 bytes, each on its own): in "$4"
+# the bytes, in "$5".."$8" each byte's scale as a bf16 pair; out "$0".."$3" each byte's two elements as a bf16 pair
+# (low nibble in the low half). Operations on b32 words as (opcode, destination, sources...);
+# tests/test_triton_matmul.py runs this program on every byte.
+E2M1_BF16_PROGRAM = (
+    ("and", "sel0", "$4", 0x7777),  # PRMT reads 4 selector nibbles: codes of bytes 0, 1 without their sign bits
+    ("shr", "sel1", "$4", 16),
+    ("and", "sel1", "sel1", 0x7777),  # bytes 2, 3
+    ("prmt", "hi0", BF16_HIGH_BYTES[0], BF16_HIGH_BYTES[1], "sel0"),  # byte 1 of each element's bf16
+    ("prmt", "lo0", BF16_LOW_BYTES[0], BF16_LOW_BYTES[1], "sel0"),  # byte 0
+    ("prmt", "hi1", BF16_HIGH_BYTES[0], BF16_HIGH_BYTES[1], "sel1"),
+    ("prmt", "lo1", BF16_LOW_BYTES[0], BF16_LOW_BYTES[1], "sel1"),
+    ("shl", "up", "$4", 4),  # each low nibble's sign bit to the top of its byte
+    ("prmt", "sign0", "up", "$4", 0xD9C8),  # 0xFF / 0x00 per element: its sign bit, replicated by PRMT's mode bit
+    ("prmt", "sign1", "up", "$4", 0xFBEA),
+    ("or_and", "hi0", "hi0", "sign0", 0x80808080),  # the bf16 sign bits
+    ("or_and", "hi1", "hi1", "sign1", 0x80808080),
+    ("prmt", "pair0", "lo0", "hi0", 0x5140),  # (lo, hi, lo, hi): the bf16 pair of byte 0
+    ("prmt", "pair1", "lo0", "hi0", 0x7362),
+    ("prmt", "pair2", "lo1", "hi1", 0x5140),
+    ("prmt", "pair3", "lo1", "hi1", 0x7362),
+    ("fma_bf16x2", "$0", "pair0", "$5", "negzero"),  # times the scale (exact); + -0.0 keeps -0 * s at -0
+    ("fma_bf16x2", "$1", "pair1", "$6", "negzero"),
+    ("fma_bf16x2", "$2", "pair2", "$7", "negzero"),
+    ("fma_bf16x2", "$3", "pair3", "$8", "negzero"),
+)
+_PTX_FORMS = {
+    "prmt": "prmt.b32 {0}, {1}, {2}, {3};",
+    "and": "and.b32 {0}, {1}, {2};",
+    "shl": "shl.b32 {0}, {1}, {2};",
+    "shr": "shr.u32 {0}, {1}, {2};",
+    "or_and": "lop3.b32 {0}, {1}, {2}, {3}, 0xF8;",  # 0xF8 = a | (b & c)
+    "fma_bf16x2": "fma.rn.bf16x2 {0}, {1}, {2}, {3};",
+}
+
+
+def _ptx(program) -> str:
+    temporaries = sorted({dst for _, dst, *_ in program if not dst.startswith("$")} | {"negzero"})
+    lines = [f".reg .b32 {', '.join(temporaries)};", f"mov.b32 negzero, {BF16X2_NEGATIVE_ZERO:#010x};"]
+    for op, dst, *srcs in program:
+        operands = [dst] + [f"{s:#010x}" if isinstance(s, int) else s for s in srcs]
+        lines.append(_PTX_FORMS[op].format(*operands))
+    return "{\n" + "\n".join(lines) + "\n}"
+
+
+E2M1_BF16_PTX = tl.constexpr(_ptx(E2M1_BF16_PROGRAM))
+BF16_MANTISSA_BITS = tl.constexpr(7)
+BF16_TOP_MANTISSA_BIT = tl.constexpr(1 << 6)
+_GROUP = tl.constexpr(BLOCK_SIZE)
+
+
+@triton.jit
+def scale_pair_bf16(scale):
+    """int32 bits of the bf16 pair ``(2 ** (s - 127), 2 ** (s - 127))`` of E8M0 bytes (int32 0..255): byte 0 the
+    subnormal 2**-127, byte 255 NaN."""
+    special = (scale == 0) | (scale == SCALE_NAN)
+    bits = (scale << BF16_MANTISSA_BITS) | tl.where(special, BF16_TOP_MANTISSA_BIT, 0)
+    return bits | (bits << 16)
+
+
+@triton.jit
+def decode_tile_bf16(packed, scale, ROWS: tl.constexpr, COLS: tl.constexpr):
+    """``[ROWS, COLS]`` bf16 weights of ``packed`` uint8 ``[ROWS, COLS / 2]`` under ``scale`` uint8
+    ``[ROWS, COLS / 32]``, compiled GPUs only (inline PTX, sm_80+). Exact where ``v * 2**(s - 127)`` is a normal
+    bf16; beyond that as bf16 arithmetic rounds (Inf past bf16's range, subnormal or 0 below 2**-126)."""
+    factor = scale_pair_bf16(scale.to(tl.int32))
+    factor = tl.reshape(tl.broadcast_to(factor[:, :, None], [ROWS, COLS // _GROUP, _GROUP // 2]), [ROWS, COLS // 2])
+    pairs = tl.inline_asm_elementwise(E2M1_BF16_PTX, "=r,=r,=r,=r,r,r,r,r,r", [packed, factor], dtype=tl.int32,
+                                      is_pure=True, pack=4)
+    even = (pairs & 0xFFFF).to(tl.int16).to(tl.bfloat16, bitcast=True)
+    odd = (pairs >> 16).to(tl.int16).to(tl.bfloat16, bitcast=True)
+    return tl.reshape(tl.join(even, odd), [ROWS, COLS])
