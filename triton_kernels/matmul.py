@@ -270,7 +270,8 @@ GEMV_CONFIG = GemvConfig(
 TILE_CONFIGS = {
     # 2 <= M <= 16 with 16-bit activations: one 16-row MMA tile (mma.sync) and split-K; the weight is still read
     # once per call, and the per-row multiply-adds move from the CUDA cores to the tensor cores (the GEMV with
-    # one program per row costs M times the decode: 2.3x slower at M=2). M=16: 10.1 / 15.9 / 36.1 / 101 us.
+    # one program per row costs M times the decode: 2.3x slower at M=2). M=16 with the table decode
+    # (session 5): 13.8 / 30.2 / 80.6 us for 5760x2880 / 8192^2 / 28672x8192 (float32 decode: 15.0 / 35.2 / 96.6).
     # Also tried: 16x128x128, 16x64x256, 16x32x128, 16x64x64, 8 warps, and the decoded weight as the wgmma
     # register operand (swap AB): within 5%.
     "small_m": TileConfig(block_m=16, block_n=64, block_k=128, num_warps=4, num_stages=3, group_m=1,

@@ -200,8 +200,9 @@ def word_block_sums(words, scale, x, WORD_AXIS: tl.constexpr):
 # --- the tensor-core decode: codes to bf16 by table lookup (PTX prmt), the scale applied in bf16 -------------------
 # A tensor-core tile decodes every weight to a bf16 dot operand; decoding to float32 first (e2m1_low, a float32
 # multiply by the scale, a conversion) costs ~9 SASS instructions per element, more than the CUDA-core GEMV's whole
-# FMA. Here the 8 magnitudes' bf16 bytes are two 8-entry byte tables that one PRMT indexes for four codes at once:
-# 11 PTX instructions decode and scale four elements (bench/RESULTS.md counts the SASS). PRMT reads bit 3 of each
+# loop. Here the 8 magnitudes' bf16 bytes are two 8-entry byte tables that one PRMT indexes for four codes at once:
+# 20 PTX instructions decode and scale 8 elements; the small-M matmul tile loop drops from 604 to 372 SASS
+# instructions per 64 elements (bench/RESULTS.md, session 5). PRMT reads bit 3 of each
 # selector nibble as a mode bit, so the codes' sign bits are masked off the selector and put back from a second PRMT
 # in its sign-replicate mode. The scale multiplies the bf16 pairs exactly (a power of two) with fma.rn.bf16x2 and
 # -0.0 as the addend (so that -0 * s stays -0), on sm_80 and later.
