@@ -1,11 +1,13 @@
 """The GPT-OSS MoE on MXFP4 experts as Triton launches. Twin of ``mxfp4.reference.moe``.
 
-Decode (``uses_gemv``: up to 8 pairs ``T * k``, up to 32 with many experts): three launches, each bound by reading the hit experts' weights once.
+Decode (``uses_gemv``: up to 8 pairs ``T * k``, up to 32 with many experts): three launches, each bound by reading
+the hit experts' weights once.
     1. moe_routing.route                  router GEMM + top-k + softmax over the k picked logits  [T, k] ids, weights
     2. moe_gate_up_gemv.gate_up_swiglu_gemv  per (pair, feature block): W1 rows streamed on the CUDA cores,
                                           bias + SwiGLU fused                                     act [P, I] pair order
-    3. moe_down_gemv.down_combine_gemv    per (feature block, token): the k experts' W2 rows streamed together,
-                                          bias, routing weight and the slot-order sum fused       [T, H] x.dtype
+    3. moe_down_gemv.down_combine_gemv    per (pair, feature block): W2 rows streamed on the CUDA cores, bias
+                                          and routing weight; the last of a token's k programs
+                                          adds the k contributions in slot order                 [T, H] x.dtype
 Otherwise (prefill): five (T <= 16: four) launches with tensor-core grouped GEMMs over rows sorted by expert.
     1. moe_routing.route            router GEMM + top-k + softmax over the k picked logits   [T, k] ids, weights
     2. moe_sort.sort_by_expert      histogram + prefix sum + stable scatter of the T*k pairs  counts [E], map [P]
@@ -70,7 +72,7 @@ class GemmConfig:
 @dataclasses.dataclass(frozen=True)
 class GemvConfig:
     """Launch shape of a decode GEMV: ``block_n`` output features per program (gate_up: 2 * block_n W1 rows;
-    down: block_n rows of each of the k experts), ``block_g`` MX blocks (32 elements, 16 bytes) per row per step."""
+    down: block_n W2 rows of one pair's expert), ``block_g`` MX blocks (32 elements, 16 bytes) per row per step."""
 
     block_n: int
     block_g: int
@@ -86,10 +88,11 @@ class GemvConfig:
 # A few pairs want many short programs (gate_up 4 pairs x 360 feature blocks); 32 pairs already fill the GPU, so
 # wider row tiles that read each activation step once for more rows win there.
 GEMV_SCHEDULES = (
-    # (most pairs, gate_up, down): T=1 gate_up 29.7 us (was 30.9 with 8x16x4), down 19.4 (was 23.0 with 4x16x4)
-    (8, GemvConfig(8, 16, 8), GemvConfig(4, 8, 4)),
-    # T=8: gate_up 169 us (was 195), down 101 (was 123)
-    (GEMV_MAX_PAIRS, GemvConfig(32, 4, 4), GemvConfig(8, 4, 4)),
+    # (most pairs, gate_up, down): T=1 gate_up 29.7 us (was 30.9 with 8x16x4); down 18.2 us (session 5: 8 rows of
+    # one pair per program, 12 shapes; the former k-experts-per-program byte decode 19.4)
+    (8, GemvConfig(8, 16, 8), GemvConfig(8, 8, 4)),
+    # T=8: gate_up 169 us (was 195), down 89.6 (was 101)
+    (GEMV_MAX_PAIRS, GemvConfig(32, 4, 4), GemvConfig(16, 8, 4)),
 )
 
 
