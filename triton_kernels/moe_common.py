@@ -1,13 +1,14 @@
 """Pieces shared by the MoE kernels: the tile -> expert map of the grouped GEMMs, the MXFP4 decodes (the weight
-tile of a tensor-core step, the block sums of a GEMV step), SwiGLU, the bf16 dot, grid sizes.
+tile of a tensor-core step; the weight stream of the decode GEMVs), SwiGLU, the bf16 dot, grid sizes.
 
 Not a kernel: host helpers and ``@triton.jit`` device functions that the MoE kernels inline.
 
 MXFP4 decode. The inner loops decode every weight element (at prefill, once per row tile), so their integer
-work bounds them. ``mx.e2m1_low`` / ``e2m1_high`` (from the sign-extended byte) place the E2M1 bits straight into
-a float32 and ``mx.scale_factor`` uses the scale byte as float32's exponent field: exactly
-the values of ``mx.decode_mxfp4`` (tests/test_moe.py checks all 256 bytes x 256 scale bytes bitwise) at ~4
-operations per element instead of ~27.
+work bounds them. Compiled bf16 tiles look the codes up as bf16 (``mx.decode_tile_bf16``); elsewhere
+``mx.e2m1_low`` / ``e2m1_high`` (from the sign-extended byte) place the E2M1 bits straight into a float32 and
+``mx.scale_factor`` uses the scale byte as float32's exponent field: exactly the values of ``mx.decode_mxfp4``
+(tests/test_moe.py checks all 256 bytes x 256 scale bytes bitwise) at ~4 operations per element instead of ~27.
+The GEMVs decode int32 words (``mx.word_block_sums``, in ``expert_rows_gemv``).
 
 Grouped GEMM schedule. Rows are the (token, slot) pairs sorted by expert (``moe_sort``): expert e owns sorted rows
 ``[offset[e], offset[e] + count[e])``. Its rows are cut into ``ceil(count[e] / BLOCK_M)`` tiles, and the tiles of all
@@ -23,7 +24,8 @@ import triton.language as tl
 
 from mxfp4.spec import BYTES_PER_BLOCK, E8M0_BIAS
 
-from .mx import decode_tile_bf16, e2m1_high, e2m1_low, scale_factor, sign_extend
+from .mx import (WORDS_PER_BLOCK, decode_tile_bf16, e2m1_high, e2m1_low, scale_factor, sign_extend,
+                 word_block_sums)
 
 BYTES_PER_SCALE = tl.constexpr(BYTES_PER_BLOCK)
 
@@ -105,17 +107,42 @@ def load_mxfp4_tile(blocks_ptr, scales_ptr, row, g0, num_groups, length, blocks_
 
 
 @triton.jit
-def gemv_block_sums(packed, scale, x_even, x_odd, BYTE_AXIS: tl.constexpr):
-    """``[..., G]`` float32: each MX block's dot with its 32 activations, times the block's scale.
+def expert_rows_gemv(blocks_ptr, scales_ptr, expert, w_row, x_row_ptr, length, blocks_stride_e, blocks_stride_n,
+                     scales_stride_e, scales_stride_n, ROWS: tl.constexpr, BLOCK_G: tl.constexpr):
+    """``[ROWS]`` float32: ``W[expert][w_row, :length] @ x[:length]`` for one activation row, as a weight stream on
+    the CUDA cores (the decode GEMVs ``moe_gate_up_gemv`` / ``moe_down_gemv``).
 
-    ``packed`` uint8 ``[..., G, 16]`` (one thread holds a whole 16-byte block: a 128-bit load, and the block's
-    32-element sum stays in the thread), ``scale`` uint8 ``[..., G]``, ``x_even`` / ``x_odd`` float32 broadcastable
-    to ``[..., G, 16]``: activations 2i and 2i + 1 of each block; ``BYTE_AXIS`` the last axis (rank - 1). The scale is a power of two, so applying it
-    once to the block sum equals applying it to each product (up to overflow, which then is Inf / NaN either way).
+    ``w_row`` ``[ROWS]`` in range (callers clamp it); ``x_row_ptr`` the row's first element (unit stride). Each step
+    reads ``BLOCK_G`` whole MX blocks per row: each thread one 16-byte block as int32 words (a 128-bit load; the
+    launcher keeps rows 4-byte aligned), decoded with integer bit moves (``mx.word_block_sums``), multiplied in float32
+    against the step's ``[BLOCK_G, 32]`` activations, each block's scale applied once to its sum. Steps of whole
+    blocks inside ``length`` run unmasked; the last step masks blocks past the row and activations past ``length``
+    (to 0: the unscaled code is finite, |v| <= 6, so those products are exactly 0).
     """
-    byte = sign_extend(packed)
-    products = e2m1_low(byte) * x_even + e2m1_high(byte) * x_odd
-    return tl.sum(products, axis=BYTE_AXIS) * scale_factor(scale.to(tl.int32))
+    group = tl.arange(0, BLOCK_G)
+    word = tl.arange(0, WORDS_PER_BLOCK)
+    words_ptr = blocks_ptr.to(tl.pointer_type(tl.int32))
+    block_ptrs = (words_ptr + expert * (blocks_stride_e // 4) + w_row[:, None, None] * (blocks_stride_n // 4)
+                  + group[None, :, None] * WORDS_PER_BLOCK + word[None, None, :])
+    scale_ptrs = scales_ptr + expert * scales_stride_e + w_row[:, None] * scales_stride_n + group[None, :]
+    x_ptrs = x_row_ptr + group[:, None] * BLOCK_ELEMENTS + tl.arange(0, BLOCK_ELEMENTS)[None, :]
+
+    num_groups = (length + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS
+    full_groups = length // BLOCK_ELEMENTS // BLOCK_G * BLOCK_G
+    acc = tl.zeros((ROWS, BLOCK_G), dtype=tl.float32)
+    for g0 in range(0, full_groups, BLOCK_G):
+        words = tl.load(block_ptrs + g0 * WORDS_PER_BLOCK)
+        scale = tl.load(scale_ptrs + g0)
+        x = tl.load(x_ptrs + g0 * BLOCK_ELEMENTS).to(tl.float32)
+        acc += word_block_sums(words, scale, tl.reshape(x, [1, BLOCK_G, WORDS_PER_BLOCK, 2, 2, 2]), 2)
+    if full_groups < num_groups:  # at most one step: the remaining blocks, the last one maybe partial
+        live = full_groups + group < num_groups
+        words = tl.load(block_ptrs + full_groups * WORDS_PER_BLOCK, mask=live[None, :, None], other=0)
+        scale = tl.load(scale_ptrs + full_groups, mask=live[None, :], other=SCALE_ONE)
+        element = full_groups * BLOCK_ELEMENTS + group[:, None] * BLOCK_ELEMENTS + tl.arange(0, BLOCK_ELEMENTS)[None, :]
+        x = tl.load(x_ptrs + full_groups * BLOCK_ELEMENTS, mask=element < length, other=0.0).to(tl.float32)
+        acc += word_block_sums(words, scale, tl.reshape(x, [1, BLOCK_G, WORDS_PER_BLOCK, 2, 2, 2]), 2)
+    return tl.sum(acc, axis=1)
 
 
 @triton.jit

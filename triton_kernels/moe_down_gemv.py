@@ -25,8 +25,7 @@ import triton.language as tl
 from mxfp4.dispatch import triton_interpreter_enabled
 
 from .launch import current_stream, reduction_workspace, word_aligned
-from .moe_common import BLOCK_ELEMENTS, SCALE_ONE, cast
-from .mx import WORDS_PER_BLOCK, word_block_sums
+from .moe_common import cast, expert_rows_gemv
 
 _WORKSPACES: dict = {}
 
@@ -94,36 +93,11 @@ def down_combine_gemv_kernel(
     expert = tl.load(expert_ids_ptr + pair).to(tl.int64)
     feature = feature_block * BLOCK_N + tl.arange(0, BLOCK_N)
     w_row = tl.minimum(feature, hidden - 1)  # clamped (never stored) so loads need no mask
-    group = tl.arange(0, BLOCK_G)
-    word = tl.arange(0, WORDS_PER_BLOCK)
-    # The packed bytes as little-endian int32 words, 4 per block (the launcher keeps rows 4-byte aligned).
-    words_ptr = blocks_ptr.to(tl.pointer_type(tl.int32))
-    block_ptrs = (words_ptr + expert * (blocks_stride_e // 4) + w_row[:, None, None] * (blocks_stride_n // 4)
-                  + group[None, :, None] * WORDS_PER_BLOCK + word[None, None, :])
-    scale_ptrs = scales_ptr + expert * scales_stride_e + w_row[:, None] * scales_stride_n + group[None, :]
-    # Activations of each step: [BLOCK_G, 32] contiguous, reshaped to meet the codes of each word.
-    act_ptrs = (act_ptr + pair.to(tl.int64) * intermediate + group[:, None] * BLOCK_ELEMENTS
-                + tl.arange(0, BLOCK_ELEMENTS)[None, :])
-
-    num_groups = (intermediate + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS
-    full_groups = intermediate // BLOCK_ELEMENTS // BLOCK_G * BLOCK_G  # steps of whole blocks inside I: no masks
-    acc = tl.zeros((BLOCK_N, BLOCK_G), dtype=tl.float32)
-    for g0 in range(0, full_groups, BLOCK_G):
-        words = tl.load(block_ptrs + g0 * WORDS_PER_BLOCK)
-        scale = tl.load(scale_ptrs + g0)
-        a = tl.load(act_ptrs + g0 * BLOCK_ELEMENTS).to(tl.float32)
-        acc += word_block_sums(words, scale, tl.reshape(a, [1, BLOCK_G, WORDS_PER_BLOCK, 2, 2, 2]), 2)
-    if full_groups < num_groups:  # at most one step: the remaining blocks, the last one maybe partial
-        live = full_groups + group < num_groups
-        words = tl.load(block_ptrs + full_groups * WORDS_PER_BLOCK, mask=live[None, :, None], other=0)
-        scale = tl.load(scale_ptrs + full_groups, mask=live[None, :], other=SCALE_ONE)
-        element = full_groups * BLOCK_ELEMENTS + group[:, None] * BLOCK_ELEMENTS + tl.arange(0, BLOCK_ELEMENTS)[None, :]
-        # Past I the activation is 0 and the unscaled code finite (|v| <= 6): those products are exactly 0.
-        a = tl.load(act_ptrs + full_groups * BLOCK_ELEMENTS, mask=element < intermediate, other=0.0).to(tl.float32)
-        acc += word_block_sums(words, scale, tl.reshape(a, [1, BLOCK_G, WORDS_PER_BLOCK, 2, 2, 2]), 2)
-
+    dot = expert_rows_gemv(blocks_ptr, scales_ptr, expert, w_row, act_ptr + pair.to(tl.int64) * intermediate,
+                           intermediate, blocks_stride_e, blocks_stride_n, scales_stride_e, scales_stride_n,
+                           BLOCK_N, BLOCK_G)
     bias = tl.load(bias_ptr + expert * hidden + w_row).to(tl.float32)
-    contribution = (tl.sum(acc, axis=1) + bias) * tl.load(routing_weights_ptr + pair)  # as moe_down writes it
+    contribution = (dot + bias) * tl.load(routing_weights_ptr + pair)  # as moe_down writes it
     # Publish it; the token's last program to arrive adds all k in slot order (moe_combine's order: 0 + slot 0 + ...).
     feature_blocks = tl.num_programs(1)
     local = tl.arange(0, BLOCK_N)

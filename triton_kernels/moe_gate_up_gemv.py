@@ -27,8 +27,7 @@ import triton.language as tl
 from mxfp4.dispatch import triton_interpreter_enabled
 
 from .launch import word_aligned
-from .moe_common import BLOCK_ELEMENTS, SCALE_ONE, cast, swiglu
-from .mx import WORDS_PER_BLOCK, word_block_sums
+from .moe_common import cast, expert_rows_gemv, swiglu
 
 
 def gate_up_swiglu_gemv(x, expert_ids, w1_blocks, w1_scales, b1, alpha, limit, config, act_dtype):
@@ -96,35 +95,9 @@ def gate_up_swiglu_gemv_kernel(
     ROWS: tl.constexpr = 2 * BLOCK_N
     # W1 rows 2j / 2j + 1 of features j in this block, consecutive; clamped (never stored) so loads need no mask.
     w_row = tl.minimum(tl.program_id(1) * ROWS + tl.arange(0, ROWS), 2 * intermediate - 1)
-    group = tl.arange(0, BLOCK_G)
-    word = tl.arange(0, WORDS_PER_BLOCK)
-    # The packed bytes as little-endian int32 words, 4 per block (the launcher keeps rows 4-byte aligned).
-    words_ptr = blocks_ptr.to(tl.pointer_type(tl.int32))
-    block_ptrs = (words_ptr + expert * (blocks_stride_e // 4) + w_row[:, None, None] * (blocks_stride_n // 4)
-                  + group[None, :, None] * WORDS_PER_BLOCK + word[None, None, :])
-    scale_ptrs = scales_ptr + expert * scales_stride_e + w_row[:, None] * scales_stride_n + group[None, :]
-    # Activations of each step: [BLOCK_G, 32] contiguous, reshaped to meet the codes of each word.
-    x_ptrs = (x_ptr + token.to(tl.int64) * stride_xt + group[:, None] * BLOCK_ELEMENTS
-              + tl.arange(0, BLOCK_ELEMENTS)[None, :])
-
-    num_groups = (hidden + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS
-    full_groups = hidden // BLOCK_ELEMENTS // BLOCK_G * BLOCK_G  # steps of whole blocks inside H: no masks
-    acc = tl.zeros((ROWS, BLOCK_G), dtype=tl.float32)
-    for g0 in range(0, full_groups, BLOCK_G):
-        words = tl.load(block_ptrs + g0 * WORDS_PER_BLOCK)
-        scale = tl.load(scale_ptrs + g0)
-        x = tl.load(x_ptrs + g0 * BLOCK_ELEMENTS).to(tl.float32)
-        acc += word_block_sums(words, scale, tl.reshape(x, [1, BLOCK_G, WORDS_PER_BLOCK, 2, 2, 2]), 2)
-    if full_groups < num_groups:  # at most one step: the remaining blocks, the last one maybe partial
-        live = full_groups + group < num_groups
-        words = tl.load(block_ptrs + full_groups * WORDS_PER_BLOCK, mask=live[None, :, None], other=0)
-        scale = tl.load(scale_ptrs + full_groups, mask=live[None, :], other=SCALE_ONE)
-        element = full_groups * BLOCK_ELEMENTS + group[:, None] * BLOCK_ELEMENTS + tl.arange(0, BLOCK_ELEMENTS)[None, :]
-        # Past H the activation is 0 and the unscaled code finite (|v| <= 6): those products are exactly 0.
-        x = tl.load(x_ptrs + full_groups * BLOCK_ELEMENTS, mask=element < hidden, other=0.0).to(tl.float32)
-        acc += word_block_sums(words, scale, tl.reshape(x, [1, BLOCK_G, WORDS_PER_BLOCK, 2, 2, 2]), 2)
-
-    pre = tl.sum(acc, axis=1) + tl.load(bias_ptr + expert * (2 * intermediate) + w_row).to(tl.float32)
+    dot = expert_rows_gemv(blocks_ptr, scales_ptr, expert, w_row, x_ptr + token.to(tl.int64) * stride_xt, hidden,
+                           blocks_stride_e, blocks_stride_n, scales_stride_e, scales_stride_n, ROWS, BLOCK_G)
+    pre = dot + tl.load(bias_ptr + expert * (2 * intermediate) + w_row).to(tl.float32)
     gate, up = tl.split(tl.reshape(pre, [BLOCK_N, 2]))
     act = swiglu(gate, up, alpha, limit)
     feature = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
