@@ -460,6 +460,7 @@ GEMV_CASES = [  # (tokens, hidden, intermediate, experts, top_k, block_g): whole
     pytest.param(1, 160, 96, 4, 4, 2, id="T1-E4-k4-H160-I96-G2"),
     pytest.param(3, 100, 63, 5, 3, 2, id="T3-k3-H100-I63-partial-blocks-G2"),
     pytest.param(2, 64, 40, 3, 3, 16, id="T2-k3-tail-only-G16"),
+    pytest.param(5, 96, 70, 6, 1, 2, id="T5-k1-one-program-per-feature-block"),
 ]
 
 

@@ -18,7 +18,8 @@ Two schedules, both reading the packed weight straight from its checkpoint layou
   ~370 (the decode and one warpgroup's wgmma do not overlap there): 91% of torch bf16 instead of 52%.
 * Tiled (large M, and M <= 16 with 16-bit activations where tensor cores beat CUDA-core FMAs):
   ``[BLOCK_M, BLOCK_N, BLOCK_K]`` tiles in grouped (swizzled) order for L2 reuse; the weight tile is decoded and
-  scaled in registers right before ``tl.dot`` (Hopper has no FP4 tensor cores), activations and packed bytes are
+  scaled in registers right before ``tl.dot`` (Hopper has no FP4 tensor cores; compiled bf16 dots look the codes up
+  as bf16 bytes and scale them in bf16, ``mx.decode_tile_bf16``), activations and packed bytes are
   software-pipelined (``num_stages``). The same split-K reduction fills the GPU when there are few output tiles.
 
 Numerics: float32 accumulation everywhere; bias added in float32 in the epilogue; one rounding to ``a.dtype`` at the
