@@ -58,7 +58,7 @@ from mxfp4.spec import BLOCK_SIZE, BYTES_PER_BLOCK, E8M0_BIAS, num_blocks
 from .dequantize import dequantize
 from .launch import TRITON_TYPES, current_stream, reduction_workspace, sm_count, word_aligned
 from .splitk import SplitPolicy, finish_tile, split_k, split_range
-from .mx import WORDS_PER_BLOCK, decode_tile_bf16, e2m1_high, e2m1_low, scale_factor, word_block_sums
+from .mx import WORDS_PER_BLOCK, decode_tile, word_block_sums
 
 __all__ = ["matmul", "compile_specs", "GemvConfig", "TileConfig", "choose_plan", "uses_dequant_gemm"]
 
@@ -156,7 +156,6 @@ def _tile_step(acc, g0, a_ptrs, w_ptrs, s_ptrs, offs_k, offs_g, K, g_end, stride
                MASKED: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_DTYPE: tl.constexpr,
                DOT_IN_FP32: tl.constexpr, TABLE_DECODE: tl.constexpr):
     """acc += a[:, k0:k0+BLOCK_K] @ W[:, k0:k0+BLOCK_K].T, the weight decoded in registers (k0 = 32 * g0)."""
-    GROUPS: tl.constexpr = BLOCK_K // _BLOCK_SIZE
     k = g0 * _BLOCK_SIZE + offs_k
     w_offs = g0 * _BYTES_PER_BLOCK + tl.arange(0, BLOCK_K // 2)
     if MASKED:
@@ -168,13 +167,7 @@ def _tile_step(acc, g0, a_ptrs, w_ptrs, s_ptrs, offs_k, offs_g, K, g_end, stride
         a = tl.load(a_ptrs + k[None, :] * stride_ak)
         packed = tl.load(w_ptrs + w_offs[None, :])
         scale = tl.load(s_ptrs + (g0 + offs_g)[None, :] * stride_sg)
-    if TABLE_DECODE:  # compiled bf16 dots: ~3 instructions per element instead of ~9 (mx.decode_tile_bf16)
-        w = decode_tile_bf16(packed, scale, BLOCK_N, BLOCK_K)
-    else:
-        byte = packed.to(tl.int8, bitcast=True).to(tl.int32)
-        pairs = tl.join(e2m1_low(byte), e2m1_high(byte))  # [BLOCK_N, BLOCK_K/2, 2]: element 2i, 2i+1
-        w = tl.reshape(pairs, [BLOCK_N, GROUPS, _BLOCK_SIZE]) * scale_factor(scale.to(tl.int32))[:, :, None]
-        w = tl.reshape(w, [BLOCK_N, BLOCK_K])
+    w = decode_tile(packed, scale, BLOCK_N, BLOCK_K, TABLE_DECODE)
     if MASKED:  # past K a scaled weight may be Inf (huge scale) and Inf * 0 is NaN: zero it instead
         w = tl.where((k < K)[None, :], w, 0.0)
     a = a.to(DOT_DTYPE)

@@ -24,8 +24,7 @@ import triton.language as tl
 
 from mxfp4.spec import BYTES_PER_BLOCK, E8M0_BIAS
 
-from .mx import (WORDS_PER_BLOCK, decode_tile_bf16, e2m1_high, e2m1_low, scale_factor, sign_extend,
-                 word_block_sums)
+from .mx import WORDS_PER_BLOCK, decode_tile, word_block_sums
 
 BYTES_PER_SCALE = tl.constexpr(BYTES_PER_BLOCK)
 
@@ -93,13 +92,7 @@ def load_mxfp4_tile(blocks_ptr, scales_ptr, row, g0, num_groups, length, blocks_
     else:
         packed = tl.load(row_bytes + byte[None, :])
         scale = tl.load(row_scales + group[None, :])
-    if TABLE_DECODE:
-        w = decode_tile_bf16(packed, scale, ROWS, BLOCK_K)
-    else:
-        byte_i32 = sign_extend(packed)
-        pairs = tl.join(e2m1_low(byte_i32), e2m1_high(byte_i32))  # [ROWS, BLOCK_K / 2, 2]: elements 2i, 2i + 1
-        w = tl.reshape(pairs, [ROWS, GROUPS, BLOCK_ELEMENTS]) * scale_factor(scale.to(tl.int32))[:, :, None]
-        w = tl.reshape(w, [ROWS, BLOCK_K])
+    w = decode_tile(packed, scale, ROWS, BLOCK_K, TABLE_DECODE)
     if MASKED:
         element = g0 * BLOCK_ELEMENTS + tl.arange(0, BLOCK_K)
         w = tl.where((element < length)[None, :], w, 0.0)

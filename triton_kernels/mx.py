@@ -292,3 +292,19 @@ def decode_tile_bf16(packed, scale, ROWS: tl.constexpr, COLS: tl.constexpr):
     even = (pairs & 0xFFFF).to(tl.int16).to(tl.bfloat16, bitcast=True)
     odd = (pairs >> 16).to(tl.int16).to(tl.bfloat16, bitcast=True)
     return tl.reshape(tl.join(even, odd), [ROWS, COLS])
+
+
+@triton.jit
+def decode_tile(packed, scale, ROWS: tl.constexpr, COLS: tl.constexpr, TABLE_DECODE: tl.constexpr):
+    """``[ROWS, COLS]`` weights of a tensor-core K step: ``packed`` uint8 ``[ROWS, COLS / 2]`` (element 2i in the
+    low nibble of byte i) under ``scale`` uint8 ``[ROWS, COLS / 32]``, in natural K order. ``TABLE_DECODE``
+    (compiled bf16 dots): bf16 by table lookup (``decode_tile_bf16``); otherwise exact float32 (``e2m1_low`` /
+    ``e2m1_high`` on the sign-extended bytes, times ``scale_factor``)."""
+    if TABLE_DECODE:
+        w = decode_tile_bf16(packed, scale, ROWS, COLS)
+    else:
+        byte = sign_extend(packed)
+        pairs = tl.join(e2m1_low(byte), e2m1_high(byte))  # [ROWS, COLS / 2, 2]: elements 2i, 2i + 1
+        w = tl.reshape(pairs, [ROWS, COLS // _GROUP, _GROUP]) * scale_factor(scale.to(tl.int32))[:, :, None]
+        w = tl.reshape(w, [ROWS, COLS])
+    return w
