@@ -25,7 +25,7 @@ import triton.language as tl
 from mxfp4.dispatch import Backend
 from mxfp4.spec import BLOCK_SIZE, BYTES_PER_BLOCK
 
-from .mx import e2m1_high, e2m1_low, scale_factor, sign_extend
+from .mx import BF16_SHIFT, e2m1_high, e2m1_low, scale_factor, sign_extend
 from .launch import check_launchable, next_pow2, on_device, rows_view, tile_coordinates
 
 __all__ = ["dequantize", "compile_specs", "OUTPUT_DTYPES"]
@@ -34,8 +34,6 @@ OUTPUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 BLOCK = tl.constexpr(BLOCK_SIZE)
 HALF_BLOCK = tl.constexpr(BYTES_PER_BLOCK)
-BF16_SHIFT = tl.constexpr(16)
-"""bfloat16 is the upper 16 bits of a float32."""
 
 # --- schedule ------------------------------------------------------------------------------------------------
 # Memory-bound: ~ELEMENTS_PER_PROGRAM outputs per program (8 KiB of bf16, 16 KiB of fp32) from 17 bytes per 32.

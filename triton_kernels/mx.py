@@ -266,18 +266,17 @@ def _ptx(program) -> str:
 
 
 E2M1_BF16_PTX = tl.constexpr(_ptx(E2M1_BF16_PROGRAM))
-BF16_MANTISSA_BITS = tl.constexpr(F32_MANTISSA_BITS - 16)  # bf16 is float32's top half
-BF16_TOP_MANTISSA_BIT = tl.constexpr(1 << (F32_MANTISSA_BITS - 17))
+BF16_SHIFT = tl.constexpr(16)
+"""bfloat16 is the upper 16 bits of a float32."""
 _GROUP = tl.constexpr(BLOCK_SIZE)
 
 
 @triton.jit
 def scale_pair_bf16(scale):
     """int32 bits of the bf16 pair ``(2 ** (s - 127), 2 ** (s - 127))`` of E8M0 bytes (int32 0..255): byte 0 the
-    subnormal 2**-127, byte 255 NaN."""
-    special = (scale == 0) | (scale == SCALE_NAN)
-    bits = (scale << BF16_MANTISSA_BITS) | tl.where(special, BF16_TOP_MANTISSA_BIT, 0)
-    return bits | (bits << 16)
+    subnormal 2**-127, byte 255 NaN. bf16 is float32's top half, and ``scale_factor``'s low half is zero."""
+    bits = scale_factor(scale).to(tl.int32, bitcast=True) >> BF16_SHIFT
+    return bits | (bits << BF16_SHIFT)
 
 
 @triton.jit

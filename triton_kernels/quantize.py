@@ -54,6 +54,7 @@ from mxfp4.spec import (
 
 from .launch import check_launchable, next_pow2, on_device, rows_view, tile_coordinates
 from .mx import (
+    BF16_SHIFT,
     FLOAT32_EXPONENT_BIAS,
     FLOAT32_MANTISSA_BITS,
     HIGH_SHIFT,
@@ -75,8 +76,6 @@ PAIR = tl.constexpr(CODES_PER_BYTE)
 EMAX = tl.constexpr(E2M1_EMAX)
 MIN_EXPONENT = tl.constexpr(E8M0_MIN_EXPONENT)
 MAX_EXPONENT = tl.constexpr(E8M0_MAX_EXPONENT)
-BF16_SHIFT = tl.constexpr(16)
-"""bfloat16 is the upper 16 bits of a float32."""
 
 # float32 layout (mxfp4.spec): sign | 8 exponent bits | 23 mantissa bits.
 F32_ABS_MASK = tl.constexpr((1 << F32_SIGN_BIT) - 1)
