@@ -8,11 +8,11 @@ int32 words by ``mx.word_block_sums``), and multiplies them in float32 against t
 of shared-memory exchanges; an earlier version streamed all k experts of a token in one program (a slot axis in
 the tile) and had to decode byte by byte: 19.4 us at T = 1 on an H100, 0.9 TB/s (bench/RESULTS.md, session 5).
 
-The combine happens in the same launch, as ``splitk`` reduces K slices: each program publishes its contribution
-``(dot + b2[e]) * w[t, s]`` (float32, what ``moe_down`` writes) to a workspace and bumps the counter of its
-(token, feature block); the last of the token's k programs to arrive adds the k contributions in slot order starting
-from 0 -- exactly ``moe_combine``'s sum -- rounds once to the output dtype and resets the counter. No atomics on the
-values, no memset, bitwise deterministic; the grid ``(T * k, ceil(H / BLOCK_N))`` runs pair-fastest, so the k
+The combine happens in the same launch, by ``splitk.finish_tile`` with the k slots as the slices: each program
+publishes its contribution ``(dot + b2[e]) * w[t, s]`` (float32, what ``moe_down`` writes) and bumps the counter of
+its (token, feature block); the last of the token's k programs to arrive adds the k contributions in slot order
+starting from 0 -- exactly ``moe_combine``'s sum -- rounds once to the output dtype and resets the counter (with
+k = 1 the program stores directly). No atomics on the values, no memset, bitwise deterministic; the grid ``(T * k, ceil(H / BLOCK_N))`` runs pair-fastest, so the k
 programs of a feature block run at about the same time.
 """
 
@@ -25,7 +25,8 @@ import triton.language as tl
 from mxfp4.dispatch import triton_interpreter_enabled
 
 from .launch import current_stream, reduction_workspace, word_aligned
-from .moe_common import cast, expert_rows_gemv
+from .moe_common import expert_rows_gemv
+from .splitk import finish_tile
 
 _WORKSPACES: dict = {}
 
@@ -98,21 +99,9 @@ def down_combine_gemv_kernel(
                            BLOCK_N, BLOCK_G)
     bias = tl.load(bias_ptr + expert * hidden + w_row).to(tl.float32)
     contribution = (dot + bias) * tl.load(routing_weights_ptr + pair)  # as moe_down writes it
-    # Publish it; the token's last program to arrive adds all k in slot order (moe_combine's order: 0 + slot 0 + ...).
-    feature_blocks = tl.num_programs(1)
-    local = tl.arange(0, BLOCK_N)
-    tl.store(partials_ptr + (pair * feature_blocks + feature_block) * BLOCK_N + local, contribution)
-    # Every thread's contribution must be written before the counter says so; acq_rel at gpu scope publishes them
-    # to the program that arrives last and makes that program see all the others.
-    tl.debug_barrier()
-    counter = counters_ptr + token * feature_blocks + feature_block
-    arrived = tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu")
-    if arrived == top_k - 1:
-        total = tl.zeros((BLOCK_N,), dtype=tl.float32)
-        first = token * top_k
-        for slot in range(0, top_k):  # fixed order: the result does not depend on who finished first
-            total += tl.load(partials_ptr + ((first + slot) * feature_blocks + feature_block) * BLOCK_N + local,
-                             cache_modifier=".cg")
-        tl.atomic_xchg(counter, 0)  # ready for the next launch: no memset between calls
-        tl.store(out_ptr + token.to(tl.int64) * hidden + feature, cast(total, out_ptr.dtype.element_ty, INTERPRETED),
-                 mask=feature < hidden)
+    # The k slots of a token are splitk's slices of one [1, BLOCK_N] output tile: the last to arrive adds them in
+    # slot order starting from 0 (moe_combine's order) and rounds once.
+    slot = pair - token * top_k
+    tile = token * tl.num_programs(1) + feature_block
+    finish_tile(contribution[None, :], out_ptr, out_ptr, partials_ptr, counters_ptr, tile, slot, top_k,
+                token + tl.arange(0, 1), feature, token + 1, hidden, hidden, 1, False, 1, BLOCK_N, INTERPRETED)
