@@ -399,7 +399,8 @@ def sweep_prefill_attention(results: dict) -> None:
     results["prefill_attention"] = rows
 
 
-SWEEPS = {"moe-decode": sweep_moe_decode, "moe-down": lambda results: sweep_moe_decode(results, ("down",)), "moe-router": sweep_moe_router, "moe-crossover": sweep_moe_crossover,
+SWEEPS = {"moe-decode": sweep_moe_decode, "moe-down": lambda results: sweep_moe_decode(results, ("down",)),
+          "moe-router": sweep_moe_router, "moe-crossover": sweep_moe_crossover,
           "elementwise": sweep_elementwise, "dense-gemv": sweep_dense_gemv, "decode-attention": sweep_decode_attention,
           "prefill-attention": sweep_prefill_attention}
 

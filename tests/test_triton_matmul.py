@@ -165,8 +165,8 @@ def _bf16_bits(value: float) -> int:
 
 def _fma_bf16x2(a: int, b: int, c: int) -> int:
     """fma.rn.bf16x2: per 16-bit half, a * b + c rounded once (exact here: E2M1 values times powers of two)."""
-    halves = [_bf16_bits(_bf16_value((a >> s) & 0xFFFF) * _bf16_value((b >> s) & 0xFFFF) + _bf16_value((c >> s) & 0xFFFF))
-              for s in (0, 16)]
+    halves = [_bf16_bits(_bf16_value((a >> s) & 0xFFFF) * _bf16_value((b >> s) & 0xFFFF)
+                         + _bf16_value((c >> s) & 0xFFFF)) for s in (0, 16)]
     return halves[0] | (halves[1] << 16)
 
 
@@ -200,7 +200,8 @@ def test_table_decode_program_for_every_byte(scale_byte):
     reference value of both elements of every packed byte, under scale bytes across the range (2**-127, NaN)."""
     factor = float(decode_scales(np.array([scale_byte], dtype=np.uint8))[0])
     for first in range(0, 256, 4):
-        got = _run_program(first | (first + 1) << 8 | (first + 2) << 16 | (first + 3) << 24, [_scale_pair(scale_byte)] * 4)
+        packed4 = first | (first + 1) << 8 | (first + 2) << 16 | (first + 3) << 24
+        got = _run_program(packed4, [_scale_pair(scale_byte)] * 4)
         for i, pair in enumerate(got):
             byte = first + i
             for half, code in ((0, byte & 15), (1, byte >> 4)):
@@ -225,7 +226,8 @@ def test_scale_pair_bf16_for_every_byte(device):
     _scale_pairs_kernel[(1,)](out)
     got = [int(v) & 0xFFFFFFFF for v in out.cpu()]
     want = [_scale_pair(b) for b in range(256)]
-    assert got == want, next(f"byte {b}: {g:#010x}, want {w:#010x}" for b, (g, w) in enumerate(zip(got, want)) if g != w)
+    assert got == want, next(f"byte {b}: {g:#010x}, want {w:#010x}"
+                             for b, (g, w) in enumerate(zip(got, want)) if g != w)
     values = [_bf16_value(v & 0xFFFF) for v in got]
     reference_values = decode_scales(np.arange(256, dtype=np.uint8))
     for b, (v, r) in enumerate(zip(values, reference_values)):
@@ -234,7 +236,7 @@ def test_scale_pair_bf16_for_every_byte(device):
 
 @triton.jit
 def _table_decode_kernel(packed_ptr, scale_ptr, out_ptr, ROWS: tl.constexpr, COLS: tl.constexpr):
-    rows = tl.arange(0, ROWS)
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     packed = tl.load(packed_ptr + rows[:, None] * (COLS // 2) + tl.arange(0, COLS // 2)[None, :])
     scale = tl.load(scale_ptr + rows[:, None] * (COLS // 32) + tl.arange(0, COLS // 32)[None, :])
     w = mx.decode_tile_bf16(packed, scale, ROWS, COLS)
@@ -245,12 +247,11 @@ def _table_decode_kernel(packed_ptr, scale_ptr, out_ptr, ROWS: tl.constexpr, COL
 def test_table_decode_compiled_bit_for_bit():
     """The compiled decode_tile_bf16 (inline PTX) on every byte under every scale byte, against the reference
     dequantize rounded to bf16; scale bytes whose values leave bf16's normal range may flush (documented)."""
-    rows, cols = 256, 64
-    packed = torch.arange(256, dtype=torch.int32).to(torch.uint8)[:, None].repeat(1, cols // 2)
-    packed = packed.roll(1, dims=1)  # each byte in several positions of a row
+    rows, cols, rows_per_program = 256, 512, 16  # row r: all 256 bytes, every block under scale byte r
+    packed = torch.arange(256, dtype=torch.int32).to(torch.uint8)[None, :].repeat(rows, 1)
     scales = torch.arange(256, dtype=torch.int32).to(torch.uint8)[:, None].repeat(1, cols // 32)
     out = torch.empty(rows, cols, dtype=torch.bfloat16, device="cuda")
-    _table_decode_kernel[(1,)](packed.cuda(), scales.cuda(), out, rows, cols)
+    _table_decode_kernel[(rows // rows_per_program,)](packed.cuda(), scales.cuda(), out, rows_per_program, cols)
     blocks = packed.reshape(rows, cols // 32, BYTES_PER_BLOCK).numpy()
     want = torch.from_numpy(reference.dequantize(blocks, scales.numpy(), np.float64)).to(torch.bfloat16)
     got = out.cpu()

@@ -12,8 +12,8 @@ The combine happens in the same launch, by ``splitk.finish_tile`` with the k slo
 publishes its contribution ``(dot + b2[e]) * w[t, s]`` (float32, what ``moe_down`` writes) and bumps the counter of
 its (token, feature block); the last of the token's k programs to arrive adds the k contributions in slot order
 starting from 0 -- exactly ``moe_combine``'s sum -- rounds once to the output dtype and resets the counter (with
-k = 1 the program stores directly). No atomics on the values, no memset, bitwise deterministic; the grid ``(T * k, ceil(H / BLOCK_N))`` runs pair-fastest, so the k
-programs of a feature block run at about the same time.
+k = 1 the program stores directly). No atomics on the values, no memset, bitwise deterministic; the grid
+``(T * k, ceil(H / BLOCK_N))`` runs pair-fastest, so the k programs of a feature block run at about the same time.
 """
 
 from __future__ import annotations

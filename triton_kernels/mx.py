@@ -203,8 +203,9 @@ def word_block_sums(words, scale, x, WORD_AXIS: tl.constexpr):
 # loop. Here the 8 magnitudes' bf16 bytes are two 8-entry byte tables that one PRMT indexes for four codes at once:
 # 20 PTX instructions decode and scale 8 elements; the small-M matmul tile loop drops from 604 to 372 SASS
 # instructions per 64 elements (bench/RESULTS.md, session 5). PRMT reads bit 3 of each selector nibble as a mode
-# bit, so the codes' sign bits are masked off the selector and put back from a second PRMT in its sign-replicate mode. The scale multiplies the bf16 pairs exactly (a power of two) with fma.rn.bf16x2 and
-# -0.0 as the addend (so that -0 * s stays -0), on sm_80 and later.
+# bit, so the codes' sign bits are masked off the selector and put back from a second PRMT in its sign-replicate
+# mode. The scale multiplies the bf16 pairs exactly (a power of two) with fma.rn.bf16x2 and -0.0 as the addend (so
+# that -0 * s stays -0), on sm_80 and later.
 def _bf16_bits(value: float) -> int:
     """bf16 bits of a value exact in bf16 (the top half of its float32 bits)."""
     return struct.unpack("<I", struct.pack("<f", value))[0] >> 16
