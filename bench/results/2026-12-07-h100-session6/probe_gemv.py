@@ -35,46 +35,37 @@ if "--time" not in sys.argv:
     print("ran")
     sys.exit(0)
 
-# --time: the whole MoE decode layer and its two GEMVs at the schedule tables, CUDA graphs, weights rotated.
+# --time: the whole MoE decode layer and its two GEMVs at the schedule tables, CUDA graphs, weights rotated;
+# --sweep: then a few launch shapes of each GEMV.
 from tune import graph_us  # noqa: E402
 
 layers = [layer] + [gpt_oss_layer.__wrapped__(32) for _ in range(2)]
+reps = 8 // len(layers) + 1
+SHAPES = [(8, 16, 8), (8, 8, 4), (16, 8, 4), (8, 16, 4), (4, 16, 4), (16, 16, 4), (32, 4, 4), (32, 8, 4)]
 for tokens in (1, 8):
     xt = activations(tokens)
     g_cfg, d_cfg = moe.gemv_schedule(tokens * TOP_K)
     routed = [moe_routing.route(xt, rw, rb, TOP_K) for rw, rb, *_ in layers]
     acts = [moe_gate_up_gemv.gate_up_swiglu_gemv(xt, ids, l[2].blocks, l[2].scales, l[3], 1.702, 7.0, g_cfg,
                                                  torch.bfloat16) for (ids, _), l in zip(routed, layers)]
-    reps = 8 // len(layers) + 1
+
+    def gemv_us(gate_cfg, down_cfg):
+        gate = graph_us([lambda l=l, r=r: moe_gate_up_gemv.gate_up_swiglu_gemv(
+            xt, r[0], l[2].blocks, l[2].scales, l[3], 1.702, 7.0, gate_cfg, torch.bfloat16)
+            for l, r in zip(layers, routed)] * reps)
+        down = graph_us([lambda l=l, r=r, a=a: moe_down_gemv.down_combine_gemv(
+            a, r[0], r[1], l[4].blocks, l[4].scales, l[5], down_cfg, torch.bfloat16)
+            for l, r, a in zip(layers, routed, acts)] * reps)
+        return gate, down
+
     whole = graph_us([lambda l=l: moe.moe(xt, l[0], l[1], l[2].blocks, l[2].scales, l[3], l[4].blocks, l[4].scales,
                                            l[5], TOP_K, 1.702, 7.0, "hopper") for l in layers] * reps)
-    gate = graph_us([lambda l=l, r=r: moe_gate_up_gemv.gate_up_swiglu_gemv(
-        xt, r[0], l[2].blocks, l[2].scales, l[3], 1.702, 7.0, g_cfg, torch.bfloat16)
-        for l, r in zip(layers, routed)] * reps)
-    down = graph_us([lambda l=l, r=r, a=a: moe_down_gemv.down_combine_gemv(
-        a, r[0], r[1], l[4].blocks, l[4].scales, l[5], d_cfg, torch.bfloat16)
-        for l, r, a in zip(layers, routed, acts)] * reps)
+    gate, down = gemv_us(g_cfg, d_cfg)
     print(f"T={tokens}: whole MoE {whole:.1f} us  gate_up {gate:.1f} ({g_cfg})  down {down:.1f} ({d_cfg})")
-
-# --sweep: a few launch shapes of each GEMV at T = 1 and 8 (after the --time lines).
-if "--sweep" in sys.argv:
-    shapes = [(8, 16, 8), (8, 8, 4), (16, 8, 4), (8, 16, 4), (4, 16, 4), (16, 16, 4), (32, 4, 4), (32, 8, 4)]
-    for tokens in (1, 8):
-        xt = activations(tokens)
-        routed = [moe_routing.route(xt, rw, rb, TOP_K) for rw, rb, *_ in layers]
-        acts = [moe_gate_up_gemv.gate_up_swiglu_gemv(xt, ids, l[2].blocks, l[2].scales, l[3], 1.702, 7.0,
-                                                     moe.gemv_schedule(tokens * TOP_K)[0], torch.bfloat16)
-                for (ids, _), l in zip(routed, layers)]
-        reps = 8 // len(layers) + 1
+    if "--sweep" in sys.argv:
         cells = {"gate_up": [], "down": []}
-        for n, g, w in shapes:
-            cfg = moe.GemvConfig(n, g, w)
-            gate = graph_us([lambda l=l, r=r: moe_gate_up_gemv.gate_up_swiglu_gemv(
-                xt, r[0], l[2].blocks, l[2].scales, l[3], 1.702, 7.0, cfg, torch.bfloat16)
-                for l, r in zip(layers, routed)] * reps)
-            down = graph_us([lambda l=l, r=r, a=a: moe_down_gemv.down_combine_gemv(
-                a, r[0], r[1], l[4].blocks, l[4].scales, l[5], cfg, torch.bfloat16)
-                for l, r, a in zip(layers, routed, acts)] * reps)
+        for n, g, w in SHAPES:
+            gate, down = gemv_us(moe.GemvConfig(n, g, w), moe.GemvConfig(n, g, w))
             cells["gate_up"].append(f"{n}x{g}x{w} {gate:.1f}")
             cells["down"].append(f"{n}x{g}x{w} {down:.1f}")
         for kernel, row in cells.items():
