@@ -58,7 +58,7 @@ from mxfp4.spec import BLOCK_SIZE, BYTES_PER_BLOCK, E8M0_BIAS, num_blocks
 from .dequantize import dequantize
 from .launch import TRITON_TYPES, current_stream, reduction_workspace, sm_count, word_aligned
 from .splitk import SplitPolicy, finish_tile, split_k, split_range
-from .mx import WORDS_PER_BLOCK, decode_tile, word_block_sums
+from .mx import WORDS_PER_BLOCK, decode_tile, gemv_step
 
 __all__ = ["matmul", "compile_specs", "GemvConfig", "TileConfig", "choose_plan", "uses_dequant_gemm"]
 
@@ -74,37 +74,6 @@ _SCALE_ONE = tl.constexpr(E8M0_BIAS)  # the scale byte of 1.0: what masked scale
 
 
 # --- GEMV / split-K schedule ---------------------------------------------------------------------------------------
-@triton.jit
-def _gemv_load(g0, w_ptrs, s_ptrs, a_ptrs, offs_g, offs_elem, K, g_end, stride_sg, stride_ak,
-               MASKED: tl.constexpr, BLOCK_G: tl.constexpr):
-    """The packed words [BLOCK_N, BLOCK_G, 4] (int32), scales [BLOCK_N, BLOCK_G] and activations [BLOCK_G, 32] of
-    the step at block g0. Whole steps are unmasked; the masked step masks each block past the slice and each
-    activation past K (to 0)."""
-    k = g0 * _BLOCK_SIZE + offs_g[:, None] * _BLOCK_SIZE + offs_elem[None, :]  # [BLOCK_G, 32]: contiguous K
-    if MASKED:
-        g_live = g0 + offs_g < g_end
-        words = tl.load(w_ptrs + g0 * WORDS_PER_BLOCK, mask=g_live[None, :, None], other=0)
-        scale = tl.load(s_ptrs + g0 * stride_sg, mask=g_live[None, :], other=_SCALE_ONE)
-        a = tl.load(a_ptrs + k * stride_ak, mask=k < K, other=0.0)
-    else:
-        words = tl.load(w_ptrs + g0 * WORDS_PER_BLOCK)
-        scale = tl.load(s_ptrs + g0 * stride_sg)
-        a = tl.load(a_ptrs + k * stride_ak)
-    return words, scale, a
-
-
-@triton.jit
-def _gemv_accumulate(acc, words, scale, a, BLOCK_G: tl.constexpr):
-    """acc[n, g] += scale[n, g] * sum_j W[n, g, j] * a[g, j] (mx.word_block_sums).
-
-    One thread holds one whole block of a row (a 128-bit load), so each block's 32-element sum stays inside the
-    thread and the scale is applied once per block. The decoded values are finite (|v| <= 6, no scale yet), so an
-    activation masked to 0 gives exactly 0.
-    """
-    x = tl.reshape(a.to(tl.float32), [1, BLOCK_G, WORDS_PER_BLOCK, 2, 2, 2])
-    return acc + word_block_sums(words, scale, x, 2)
-
-
 @triton.jit
 def _mxfp4_gemv_kernel(
     a_ptr, blocks_ptr, scales_ptr, bias_ptr, out_ptr, partials_ptr, counters_ptr,
@@ -124,26 +93,22 @@ def _mxfp4_gemv_kernel(
     w_rows = tl.minimum(offs_n, N - 1).to(tl.int64)
     offs_g = tl.arange(0, BLOCK_G)
     offs_word = tl.arange(0, WORDS_PER_BLOCK)
-    offs_elem = tl.arange(0, _BLOCK_SIZE)
     # The packed bytes as little-endian int32 words, 4 per block (the launcher keeps rows 4-byte aligned).
     words_ptr = blocks_ptr.to(tl.pointer_type(tl.int32))
     w_ptrs = (words_ptr + w_rows[:, None, None] * (stride_bn // 4) + offs_g[None, :, None] * WORDS_PER_BLOCK
               + offs_word[None, None, :])
     s_ptrs = scales_ptr + w_rows[:, None] * stride_sn + offs_g[None, :] * stride_sg
-    a_ptrs = a_ptr + row.to(tl.int64) * stride_am
+    a_ptrs = (a_ptr + row.to(tl.int64) * stride_am
+              + (offs_g[:, None] * _BLOCK_SIZE + tl.arange(0, _BLOCK_SIZE)[None, :]) * stride_ak)
 
     begin, end, full_end = split_range(split, groups_per_split, num_groups, K // _BLOCK_SIZE, BLOCK_G)
     acc = tl.zeros([BLOCK_N, BLOCK_G], dtype=tl.float32)
     # (Register double buffering of the next step's loads was measured on H100: no gain, more registers; the
     # loop is bound by decode instructions, not by load latency, once several programs share each SM.)
     for g0 in range(begin, full_end, BLOCK_G):
-        words, scale, a = _gemv_load(g0, w_ptrs, s_ptrs, a_ptrs, offs_g, offs_elem, K, end, stride_sg,
-                                      stride_ak, False, BLOCK_G)
-        acc = _gemv_accumulate(acc, words, scale, a, BLOCK_G)
+        acc = gemv_step(acc, g0, w_ptrs, s_ptrs, a_ptrs, K, end, stride_sg, stride_ak, False)
     if full_end < end:  # at most one step: the slice's remainder and the partial last block
-        words, scale, a = _gemv_load(full_end, w_ptrs, s_ptrs, a_ptrs, offs_g, offs_elem, K, end,
-                                      stride_sg, stride_ak, True, BLOCK_G)
-        acc = _gemv_accumulate(acc, words, scale, a, BLOCK_G)
+        acc = gemv_step(acc, full_end, w_ptrs, s_ptrs, a_ptrs, K, end, stride_sg, stride_ak, True)
     tile = row * tl.num_programs(0) + pid_n
     offs_m = row + tl.arange(0, 1)
     finish_tile(tl.sum(acc, axis=1)[None, :], out_ptr, bias_ptr, partials_ptr, counters_ptr, tile, split,

@@ -24,7 +24,7 @@ import triton.language as tl
 
 from mxfp4.spec import BYTES_PER_BLOCK, E8M0_BIAS
 
-from .mx import WORDS_PER_BLOCK, decode_tile, word_block_sums
+from .mx import WORDS_PER_BLOCK, decode_tile, gemv_step
 
 BYTES_PER_SCALE = tl.constexpr(BYTES_PER_BLOCK)
 
@@ -107,7 +107,7 @@ def expert_rows_gemv(blocks_ptr, scales_ptr, expert, w_row, x_row_ptr, length, b
 
     ``w_row`` ``[ROWS]`` in range (callers clamp it); ``x_row_ptr`` the row's first element (unit stride). Each step
     reads ``BLOCK_G`` whole MX blocks per row: each thread one 16-byte block as int32 words (a 128-bit load; the
-    launcher keeps rows 4-byte aligned), decoded with integer bit moves (``mx.word_block_sums``), multiplied in float32
+    launcher keeps rows 4-byte aligned), decoded with integer bit moves (``mx.gemv_step``), multiplied in float32
     against the step's ``[BLOCK_G, 32]`` activations, each block's scale applied once to its sum. Steps of whole
     blocks inside ``length`` run unmasked; the last step masks blocks past the row and activations past ``length``
     (to 0: the unscaled code is finite, |v| <= 6, so those products are exactly 0).
@@ -124,17 +124,9 @@ def expert_rows_gemv(blocks_ptr, scales_ptr, expert, w_row, x_row_ptr, length, b
     full_groups = length // BLOCK_ELEMENTS // BLOCK_G * BLOCK_G
     acc = tl.zeros((ROWS, BLOCK_G), dtype=tl.float32)
     for g0 in range(0, full_groups, BLOCK_G):
-        words = tl.load(block_ptrs + g0 * WORDS_PER_BLOCK)
-        scale = tl.load(scale_ptrs + g0)
-        x = tl.load(x_ptrs + g0 * BLOCK_ELEMENTS).to(tl.float32)
-        acc += word_block_sums(words, scale, tl.reshape(x, [1, BLOCK_G, WORDS_PER_BLOCK, 2, 2, 2]), 2)
+        acc = gemv_step(acc, g0, block_ptrs, scale_ptrs, x_ptrs, length, num_groups, 1, 1, False)
     if full_groups < num_groups:  # at most one step: the remaining blocks, the last one maybe partial
-        live = full_groups + group < num_groups
-        words = tl.load(block_ptrs + full_groups * WORDS_PER_BLOCK, mask=live[None, :, None], other=0)
-        scale = tl.load(scale_ptrs + full_groups, mask=live[None, :], other=SCALE_ONE)
-        element = full_groups * BLOCK_ELEMENTS + group[:, None] * BLOCK_ELEMENTS + tl.arange(0, BLOCK_ELEMENTS)[None, :]
-        x = tl.load(x_ptrs + full_groups * BLOCK_ELEMENTS, mask=element < length, other=0.0).to(tl.float32)
-        acc += word_block_sums(words, scale, tl.reshape(x, [1, BLOCK_G, WORDS_PER_BLOCK, 2, 2, 2]), 2)
+        acc = gemv_step(acc, full_groups, block_ptrs, scale_ptrs, x_ptrs, length, num_groups, 1, 1, True)
     return tl.sum(acc, axis=1)
 
 

@@ -155,6 +155,7 @@ def scale_factor(scale):
 # extraction: 5.6 instead of 6.7 SASS instructions per element in the dense GEMV's loop, for sm_90).
 WORDS_PER_BLOCK = tl.constexpr(BYTES_PER_BLOCK // 4)
 CODES_PER_WORD = tl.constexpr(32 // NIBBLE_BITS)
+BLOCK_ELEMENTS = tl.constexpr(BLOCK_SIZE)
 
 
 @triton.jit
@@ -195,6 +196,31 @@ def word_block_sums(words, scale, x, WORD_AXIS: tl.constexpr):
     products += e2m1_of_word(words, 6) * x6
     products += e2m1_of_word(words, 7) * x7
     return tl.sum(products, axis=WORD_AXIS) * scale_factor(scale.to(tl.int32))
+
+
+@triton.jit
+def gemv_step(acc, g0, w_ptrs, s_ptrs, x_ptrs, length, g_end, stride_sg, stride_x, MASKED: tl.constexpr):
+    """``acc + `` the ``[R, G]`` scaled block sums (``word_block_sums``) of one GEMV K step, at block ``g0``.
+
+    ``w_ptrs`` int32 ``[R, G, 4]``: the words of blocks ``0..G-1`` of each weight row; ``s_ptrs`` ``[R, G]``: their
+    scale bytes (``stride_sg`` apart); ``x_ptrs`` ``[G, 32]``: the activations of those blocks (``stride_x`` apart).
+    Whole steps run unmasked; ``MASKED`` (the last step) reads blocks at or past ``g_end`` as code 0 under scale 1 and
+    activations at or past ``length`` as 0 -- the unscaled codes are finite (|v| <= 6), so those products are 0.
+    """
+    G: tl.constexpr = w_ptrs.shape[1]
+    if MASKED:
+        live = g0 + tl.arange(0, G) < g_end
+        words = tl.load(w_ptrs + g0 * WORDS_PER_BLOCK, mask=live[None, :, None], other=0)
+        scale = tl.load(s_ptrs + g0 * stride_sg, mask=live[None, :], other=SCALE_BIAS)
+        element = (g0 * BLOCK_ELEMENTS + tl.arange(0, G)[:, None] * BLOCK_ELEMENTS
+                   + tl.arange(0, BLOCK_ELEMENTS)[None, :])
+        x = tl.load(x_ptrs + g0 * BLOCK_ELEMENTS * stride_x, mask=element < length, other=0.0)
+    else:
+        words = tl.load(w_ptrs + g0 * WORDS_PER_BLOCK)
+        scale = tl.load(s_ptrs + g0 * stride_sg)
+        x = tl.load(x_ptrs + g0 * BLOCK_ELEMENTS * stride_x)
+    x = tl.reshape(x.to(tl.float32), [1, G, WORDS_PER_BLOCK, 2, 2, 2])
+    return acc + word_block_sums(words, scale, x, 2)
 
 
 # --- the tensor-core decode: codes to bf16 by table lookup (PTX prmt), the scale applied in bf16 -------------------
@@ -269,7 +295,6 @@ def _ptx(program) -> str:
 E2M1_BF16_PTX = tl.constexpr(_ptx(E2M1_BF16_PROGRAM))
 BF16_SHIFT = tl.constexpr(16)
 """bfloat16 is the upper 16 bits of a float32."""
-_GROUP = tl.constexpr(BLOCK_SIZE)
 
 
 @triton.jit
@@ -286,7 +311,8 @@ def decode_tile_bf16(packed, scale, ROWS: tl.constexpr, COLS: tl.constexpr):
     ``[ROWS, COLS / 32]``, compiled GPUs only (inline PTX, sm_80+). Exact where ``v * 2**(s - 127)`` is a normal
     bf16; beyond that as bf16 arithmetic rounds (Inf past bf16's range, subnormal or 0 below 2**-126)."""
     factor = scale_pair_bf16(scale.to(tl.int32))
-    factor = tl.reshape(tl.broadcast_to(factor[:, :, None], [ROWS, COLS // _GROUP, _GROUP // 2]), [ROWS, COLS // 2])
+    factor = tl.broadcast_to(factor[:, :, None], [ROWS, COLS // BLOCK_ELEMENTS, BLOCK_ELEMENTS // 2])
+    factor = tl.reshape(factor, [ROWS, COLS // 2])
     pairs = tl.inline_asm_elementwise(E2M1_BF16_PTX, "=r,=r,=r,=r,r,r,r,r,r", [packed, factor], dtype=tl.int32,
                                       is_pure=True, pack=4)
     even = (pairs & 0xFFFF).to(tl.int16).to(tl.bfloat16, bitcast=True)
@@ -305,6 +331,7 @@ def decode_tile(packed, scale, ROWS: tl.constexpr, COLS: tl.constexpr, TABLE_DEC
     else:
         byte = sign_extend(packed)
         pairs = tl.join(e2m1_low(byte), e2m1_high(byte))  # [ROWS, COLS / 2, 2]: elements 2i, 2i + 1
-        w = tl.reshape(pairs, [ROWS, COLS // _GROUP, _GROUP]) * scale_factor(scale.to(tl.int32))[:, :, None]
+        w = tl.reshape(pairs, [ROWS, COLS // BLOCK_ELEMENTS, BLOCK_ELEMENTS])
+        w = w * scale_factor(scale.to(tl.int32))[:, :, None]
         w = tl.reshape(w, [ROWS, COLS])
     return w
