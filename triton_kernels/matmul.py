@@ -103,8 +103,9 @@ def _mxfp4_gemv_kernel(
 
     begin, end, full_end = split_range(split, groups_per_split, num_groups, K // _BLOCK_SIZE, BLOCK_G)
     acc = tl.zeros([BLOCK_N, BLOCK_G], dtype=tl.float32)
-    # (Register double buffering of the next step's loads was measured on H100: no gain, more registers; the
-    # loop is bound by decode instructions, not by load latency, once several programs share each SM.)
+    # (Measured on H100 without gain: register double buffering of the next step's loads, and 10-25% fewer loop
+    # instructions with the activations loaded in the words' layout. ncu: long-scoreboard stalls lead at 48%
+    # achieved occupancy and 35% of DRAM peak -- too few bytes in flight, bench/RESULTS.md session 6.)
     for g0 in range(begin, full_end, BLOCK_G):
         acc = gemv_step(acc, g0, w_ptrs, s_ptrs, a_ptrs, K, end, stride_sg, stride_ak, False)
     if full_end < end:  # at most one step: the slice's remainder and the partial last block

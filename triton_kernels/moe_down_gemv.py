@@ -4,9 +4,10 @@ Twin of ``mxfp4.reference.moe_down.down`` followed by ``mxfp4.reference.moe_comb
 as ``moe_gate_up_gemv``: program ``(pair, feature block)`` streams ``BLOCK_N`` consecutive W2 rows of the pair's
 expert through registers, ``BLOCK_G`` whole MX blocks per row per step (each thread one 16-byte block, decoded on
 int32 words by ``mx.word_block_sums``), and multiplies them in float32 against the pair's activation row
-(``moe_gate_up_gemv`` wrote it at row ``t * k + slot``). One activation row per program keeps the word decode free
-of shared-memory exchanges; an earlier version streamed all k experts of a token in one program (a slot axis in
-the tile) and had to decode byte by byte: 19.4 us at T = 1 on an H100, 0.9 TB/s (bench/RESULTS.md, session 5).
+(``moe_gate_up_gemv`` wrote it at row ``t * k + slot``). One activation row per program keeps a slot axis out of
+the tile, so the word decode's activation reshape costs one small shared-memory exchange per step (4 barriers in
+the sm_90 loop; word-decoding the former all-k-slots tile took 9); that former version decoded byte by byte
+instead: 19.4 us at T = 1 on an H100, 0.9 TB/s (bench/RESULTS.md, session 5).
 
 The combine happens in the same launch, by ``splitk.finish_tile`` with the k slots as the slices: each program
 publishes its contribution ``(dot + b2[e]) * w[t, s]`` (float32, what ``moe_down`` writes) and bumps the counter of
