@@ -53,12 +53,12 @@ import triton
 import triton.language as tl
 
 from mxfp4.dispatch import Backend, BackendUnavailableError, triton_interpreter_enabled
-from mxfp4.spec import BLOCK_SIZE, BYTES_PER_BLOCK, E8M0_BIAS, num_blocks
+from mxfp4.spec import BLOCK_SIZE, BYTES_PER_BLOCK, num_blocks
 
 from .dequantize import dequantize
 from .launch import TRITON_TYPES, current_stream, reduction_workspace, sm_count, word_aligned
 from .splitk import SplitPolicy, finish_tile, split_k, split_range
-from .mx import WORDS_PER_BLOCK, decode_tile, gemv_step
+from .mx import SCALE_ONE, WORDS_PER_BLOCK, decode_tile, gemv_step
 
 __all__ = ["matmul", "compile_specs", "GemvConfig", "TileConfig", "choose_plan", "uses_dequant_gemm"]
 
@@ -70,7 +70,6 @@ __all__ = ["matmul", "compile_specs", "GemvConfig", "TileConfig", "choose_plan",
 # is NaN, as everywhere else).
 _BYTES_PER_BLOCK = tl.constexpr(BYTES_PER_BLOCK)
 _BLOCK_SIZE = tl.constexpr(BLOCK_SIZE)
-_SCALE_ONE = tl.constexpr(E8M0_BIAS)  # the scale byte of 1.0: what masked scale loads read
 
 
 # --- GEMV / split-K schedule ---------------------------------------------------------------------------------------
@@ -128,7 +127,7 @@ def _tile_step(acc, g0, a_ptrs, w_ptrs, s_ptrs, offs_k, offs_g, K, g_end, stride
         a = tl.load(a_ptrs + k[None, :] * stride_ak, mask=(k < K)[None, :], other=0.0)
         packed = tl.load(w_ptrs + w_offs[None, :], mask=(w_offs < g_end * _BYTES_PER_BLOCK)[None, :], other=0)
         scale = tl.load(s_ptrs + (g0 + offs_g)[None, :] * stride_sg, mask=(g0 + offs_g < g_end)[None, :],
-                        other=_SCALE_ONE)
+                        other=SCALE_ONE)
     else:
         a = tl.load(a_ptrs + k[None, :] * stride_ak)
         packed = tl.load(w_ptrs + w_offs[None, :])

@@ -22,9 +22,9 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from mxfp4.spec import BYTES_PER_BLOCK, E8M0_BIAS
+from mxfp4.spec import BYTES_PER_BLOCK
 
-from .mx import WORDS_PER_BLOCK, decode_tile, gemv_step
+from .mx import SCALE_ONE, WORDS_PER_BLOCK, decode_tile, gemv_step
 
 BYTES_PER_SCALE = tl.constexpr(BYTES_PER_BLOCK)
 
@@ -61,8 +61,6 @@ def expert_tile(counts_ptr, num_experts, tile, BLOCK_M: tl.constexpr, BLOCK_E: t
     return expert, first_row_of_expert + local, count - local
 
 
-#: E8M0 byte of 1.0: what masked scale loads read, so a masked block contributes 0 * 1.
-SCALE_ONE = tl.constexpr(E8M0_BIAS)
 BLOCK_ELEMENTS = tl.constexpr(2 * BYTES_PER_BLOCK)
 
 

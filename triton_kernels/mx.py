@@ -31,6 +31,7 @@ from mxfp4.spec import (
 SIGN_BIT = tl.constexpr(E2M1_SIGN_BIT)
 MAGNITUDE_MASK = tl.constexpr(E2M1_MAGNITUDE_MASK)
 SCALE_BIAS = tl.constexpr(E8M0_BIAS)
+SCALE_ONE = tl.constexpr(E8M0_BIAS)  # the scale byte of 1.0: what masked scale loads read
 SCALE_NAN = tl.constexpr(E8M0_NAN)
 LOW_NIBBLE = tl.constexpr(NIBBLE_MASK)
 HIGH_SHIFT = tl.constexpr(NIBBLE_BITS)
@@ -211,7 +212,7 @@ def gemv_step(acc, g0, w_ptrs, s_ptrs, x_ptrs, length, g_end, stride_sg, stride_
     if MASKED:
         live = g0 + tl.arange(0, G) < g_end
         words = tl.load(w_ptrs + g0 * WORDS_PER_BLOCK, mask=live[None, :, None], other=0)
-        scale = tl.load(s_ptrs + g0 * stride_sg, mask=live[None, :], other=SCALE_BIAS)
+        scale = tl.load(s_ptrs + g0 * stride_sg, mask=live[None, :], other=SCALE_ONE)
         element = (g0 * BLOCK_ELEMENTS + tl.arange(0, G)[:, None] * BLOCK_ELEMENTS
                    + tl.arange(0, BLOCK_ELEMENTS)[None, :])
         x = tl.load(x_ptrs + g0 * BLOCK_ELEMENTS * stride_x, mask=element < length, other=0.0)
