@@ -124,6 +124,10 @@ class DenseExperts(torch.nn.Module):
             out.index_add_(0, rows, y.float() * weights[rows, slot, None])
         return out.to(x.dtype).view(shape)
 
+    def add_norm_forward(self, x, delta, norm):
+        x, h = norm.add_and_norm(x, delta)
+        return x, self(h)
+
 
 def profile_decode(model: GptOss, context: int = 128) -> None:
     """Print where one batch-1 decode step spends GPU time: kernels grouped by name, and the kernel count."""

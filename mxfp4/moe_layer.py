@@ -34,7 +34,10 @@ def moe(
     swiglu_alpha: float = SWIGLU_ALPHA,
     swiglu_limit: float = SWIGLU_LIMIT,
     backend=None,
-) -> torch.Tensor:
+    residual: torch.Tensor | None = None,
+    norm_weight: torch.Tensor | None = None,
+    norm_eps: float = 1e-5,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The GPT-OSS MoE layer: route each token to ``top_k`` experts and sum their weighted SwiGLU MLPs.
 
     Args:
@@ -48,9 +51,14 @@ def moe(
         top_k: experts per token, ``1 <= top_k <= E``.
         swiglu_alpha, swiglu_limit: the clamped SwiGLU's constants (GPT-OSS: 1.702 and 7.0).
         backend: ``None``/``"auto"``, ``"hopper"``, ``"bf16"``, ``"fp32"`` or ``"torch"`` (see :mod:`mxfp4.dispatch`).
+        residual, norm_weight, norm_eps: the pre-norm block in front of the MoE, fused into it. With ``residual``
+            (``[T, H]``, x's dtype and device) and ``norm_weight`` (``[H]``, any float dtype; GPT-OSS keeps it
+            float32), x is the sublayer output to add: the MoE runs on ``rms_norm(residual + x) * norm_weight``
+            (the sum rounded to x's dtype, the norm in float32 and rounded once) and the result is the pair
+            ``(residual + x, MoE output)``. The Triton paths do the add and the norm inside the router's launch.
 
     Returns:
-        ``[T, H]`` in ``x.dtype`` on ``x.device``.
+        ``[T, H]`` in ``x.dtype`` on ``x.device`` (with ``residual``: ``(new residual, output)``, both so).
 
     Numerics: routing (router GEMM, top-k, softmax) is computed in float32 on every path. The torch path
     dequantizes one expert at a time to float32 (float64 for float64 input). The ``hopper``/``bf16`` paths feed
@@ -72,19 +80,25 @@ def moe(
     ...               torch.zeros(E, H), top_k=2)                       # [3, 64] float32
     """
     num_experts, hidden, intermediate = _validate(x, router_w, router_b, w1, b1, w2, b2, top_k, swiglu_alpha, swiglu_limit)
+    add_norm = _validate_add_norm(x, residual, norm_weight, norm_eps)
     path = choose_backend(x.device, backend)
     if path is not Backend.TORCH and x.dtype == torch.float64:
         raise TypeError(f"the {path.value!r} path takes bfloat16, float16 or float32 activations, got float64 (use backend='torch')")
     tokens = x.shape[0]
     if tokens == 0:
-        return x.new_empty((0, hidden))
+        return x.new_empty((0, hidden)) if add_norm is None else (residual + x, x.new_empty((0, hidden)))
     alpha, limit = float(swiglu_alpha), float(swiglu_limit)
     if path is Backend.TORCH:
-        return _moe_torch(x, router_w, router_b, w1, b1, w2, b2, top_k, alpha, limit)
+        if add_norm is None:
+            return _moe_torch(x, router_w, router_b, w1, b1, w2, b2, top_k, alpha, limit)
+        new_residual, normed = add_rms_norm_torch(residual, x, norm_weight, float(norm_eps))
+        return new_residual, _moe_torch(normed, router_w, router_b, w1, b1, w2, b2, top_k, alpha, limit)
     from .triton_kernels.moe import moe as moe_kernels
+    from .triton_kernels.moe_routing import AddNorm
 
     return moe_kernels(
-        x, router_w, router_b, w1.blocks, w1.scales, b1, w2.blocks, w2.scales, b2, top_k, alpha, limit, path
+        x, router_w, router_b, w1.blocks, w1.scales, b1, w2.blocks, w2.scales, b2, top_k, alpha, limit, path,
+        add_norm=None if add_norm is None else AddNorm(residual, norm_weight, float(norm_eps)),
     )
 
 
@@ -146,7 +160,39 @@ def _validate(x, router_w, router_b, w1, b1, w2, b2, top_k, alpha, limit) -> tup
     return num_experts, hidden, intermediate
 
 
+def _validate_add_norm(x, residual, norm_weight, eps) -> bool | None:
+    """None without the fused pre-norm; True when its arguments are consistent with x (named errors otherwise)."""
+    if residual is None and norm_weight is None:
+        return None
+    if residual is None or norm_weight is None:
+        raise ValueError("moe: the fused add + RMSNorm needs both residual and norm_weight (or neither)")
+    if not isinstance(residual, torch.Tensor) or not isinstance(norm_weight, torch.Tensor):
+        raise TypeError(f"moe: residual and norm_weight must be torch.Tensors, got {type(residual).__name__} and "
+                        f"{type(norm_weight).__name__}")
+    if residual.shape != x.shape or residual.dtype != x.dtype or residual.device != x.device:
+        raise ValueError(f"moe: residual must match x ({tuple(x.shape)} {x.dtype} on {x.device}), got "
+                         f"{tuple(residual.shape)} {residual.dtype} on {residual.device}")
+    if tuple(norm_weight.shape) != (x.shape[1],) or not norm_weight.is_floating_point():
+        raise ValueError(f"moe: norm_weight must be a float [H] = [{x.shape[1]}] tensor, got "
+                         f"{tuple(norm_weight.shape)} {norm_weight.dtype}")
+    if norm_weight.device != x.device:
+        raise ValueError(f"moe: norm_weight is on {norm_weight.device} but x is on {x.device}")
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not math.isfinite(eps) or eps < 0:
+        raise ValueError(f"moe: norm_eps must be a finite real number >= 0, got {eps!r}")
+    return True
+
+
 # --- the torch path ---------------------------------------------------------------------------------------------
+def add_rms_norm_torch(residual: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float):
+    """``(residual + delta, rms_norm(residual + delta) * weight)``: the sum in the inputs' dtype, the norm in
+    float32 (float64 for float64) rounded once, as ``mxfp4.models.gpt_oss.rms_norm``."""
+    new_residual = residual + delta
+    compute = torch.float64 if new_residual.dtype == torch.float64 else torch.float32
+    s = new_residual.to(compute)
+    normed = s * torch.rsqrt(s.pow(2).mean(-1, keepdim=True) + eps)
+    return new_residual, (weight.to(compute) * normed).to(new_residual.dtype)
+
+
 def route_torch(x: torch.Tensor, router_w: torch.Tensor, router_b: torch.Tensor, top_k: int, compute=torch.float32):
     """``(expert_ids int64 [T, k], weights [T, k] in compute)``: top-k of ``x @ Wr.T + br``, softmax over the k.
 

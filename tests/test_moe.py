@@ -352,6 +352,47 @@ def test_route_kernel_16bit_inputs_and_repeat_calls(rng, device, poison, tokens,
         assert int(counters.abs().sum()) == 0, f"arrival counters not reset: {counters.tolist()}"
 
 
+ADD_NORM_CASES = [  # (tokens, hidden, experts, top_k, sort): the decode kernel for T <= 16, the prefill kernel above
+    pytest.param(1, 2880, 32, 4, False, id="T1-H2880-E32-decode"),
+    pytest.param(1, 5000, 7, 2, True, id="T1-H5000-two-K-steps-sort"),
+    pytest.param(3, 300, 130, 4, True, id="T3-H300-E130-sort"),
+    pytest.param(16, 300, 5, 2, False, id="T16-H300-masked-K-tail"),
+    pytest.param(17, 300, 32, 4, False, id="T17-H300-prefill-kernel"),
+    pytest.param(40, 63, 6, 3, False, id="T40-H63-prefill-two-programs"),
+]
+
+
+@TRITON_ONLY
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("tokens,hidden,experts,top_k,sort", ADD_NORM_CASES)
+def test_route_kernel_fused_add_norm(rng, device, poison, dtype, tokens, hidden, experts, top_k, sort):
+    """``route(add_norm=...)``: the new residual is torch's add bit for bit; each normed element is within one
+    rounding (plus float32 summation) of the float64 twin's norm of that residual; the routing equals the unfused
+    kernel's on the normed rows the launch stored, bit for bit (so routing saw exactly the rows the experts see)."""
+    from mxfp4.reference.moe_routing import add_rms_norm as add_rms_norm_twin
+    from mxfp4.triton_kernels.moe_routing import AddNorm, route
+
+    residual = torch.from_numpy(rng.standard_normal((tokens, hidden)) * 4).to(dtype).to(device)
+    delta = torch.from_numpy(rng.standard_normal((tokens, hidden))).to(dtype).to(device)
+    norm_w = torch.from_numpy(1 + 0.1 * rng.standard_normal(hidden)).float().to(device)
+    router_w, router_b = (torch.from_numpy(a).to(dtype).to(device) for a in separated_router(rng, experts, hidden))
+    *routing, new_residual, normed = route(delta, router_w, router_b, top_k, sort=sort,
+                                           add_norm=AddNorm(residual, norm_w, 1e-5))
+
+    expected_residual = residual + delta
+    differs = (new_residual != expected_residual).nonzero()
+    assert differs.numel() == 0, (f"new residual differs from torch's add at {len(differs)} elements, first "
+                                  f"{differs[0].tolist()}")
+    _, expected_normed = add_rms_norm_twin(expected_residual.double().cpu().numpy(), 0.0,
+                                           norm_w.double().cpu().numpy(), 1e-5)
+    assert normed.dtype == dtype and normed.shape == (tokens, hidden)
+    rtol = 2.0**-8 if dtype == torch.bfloat16 else 2e-6  # one bf16 ulp; float32: a few ulps of summation
+    assert_close(normed, expected_normed, rtol, 1e-30, f"normed rows ({dtype})")
+    unfused = route(normed, router_w, router_b, top_k, sort=sort)
+    for name, got, want in zip(("expert ids", "routing weights", "counts", "sorted pairs"), routing, unfused):
+        assert torch.equal(got, want), f"{name} differ from routing the stored normed rows: {got} vs {want}"
+
+
 @TRITON_ONLY
 def test_route_kernel_ties_and_nan(device):
     from mxfp4.triton_kernels.moe_routing import route
@@ -644,6 +685,44 @@ def test_hypothesis_triton_paths_vs_reference(device, data):
                  what=f"{backend} T={tokens} H={hidden} I={intermediate} E={experts} k={top_k} {skew} {dtype}")
 
 
+@pytest.mark.parametrize("backend", TRITON_BACKENDS)
+@pytest.mark.parametrize("tokens", [1, 5, 20], ids=["T1-gemv", "T5-decode-tiles", "T20-prefill"])
+def test_fused_add_norm_matches_torch_path(rng, device, poison, backend, tokens):
+    """``mxfp4.moe(..., residual=, norm_weight=)``: every path returns torch's residual add bit for bit and the MoE
+    of the normed rows within the path's tolerance of the torch path's, in bf16 (the model's dtype)."""
+    skip_unless_runnable(backend, device)
+    layer = Layer(rng, tokens, 64, 32, 6)
+    router_w, router_b = separated_router(rng, 6, 64)
+    layer.np.update(router_w=router_w, router_b=router_b)
+    delta, *args = layer.args(device, torch.bfloat16)
+    residual = torch.from_numpy(rng.standard_normal((tokens, 64)) * 3).to(torch.bfloat16).to(device)
+    norm_w = torch.from_numpy(1 + 0.1 * rng.standard_normal(64)).float().to(device)
+    new_residual, out = mxfp4.moe(delta, *args, 3, backend=backend, residual=residual, norm_weight=norm_w)
+    want_residual, want_out = mxfp4.moe(delta.cpu(), *(a.cpu() if isinstance(a, torch.Tensor) else a for a in args),
+                                        3, backend="torch", residual=residual.cpu(), norm_weight=norm_w.cpu())
+    assert torch.equal(new_residual.cpu(), want_residual), "the new residual must be torch's add, bit for bit"
+    expected = want_out.double().numpy()
+    assert_close(out, expected, *tolerance(backend, torch.bfloat16, expected), what=f"{backend} T={tokens} fused norm")
+
+
+def test_fused_add_norm_validation(rng):
+    layer = Layer(rng, 2, 64, 32, 4)
+    x, *args = layer.args("cpu")
+    w = torch.ones(64)
+    with pytest.raises(ValueError, match="needs both residual and norm_weight"):
+        mxfp4.moe(x, *args, 2, residual=x)
+    with pytest.raises(ValueError, match=r"residual must match x \(\(2, 64\)"):
+        mxfp4.moe(x, *args, 2, residual=x[:1], norm_weight=w)
+    with pytest.raises(ValueError, match=r"residual must match x"):
+        mxfp4.moe(x, *args, 2, residual=x.double(), norm_weight=w)
+    with pytest.raises(ValueError, match=r"norm_weight must be a float \[H\] = \[64\]"):
+        mxfp4.moe(x, *args, 2, residual=x, norm_weight=torch.ones(63))
+    with pytest.raises(ValueError, match="norm_eps must be a finite real number >= 0"):
+        mxfp4.moe(x, *args, 2, residual=x, norm_weight=w, norm_eps=float("nan"))
+    with pytest.raises(TypeError, match="must be torch.Tensors"):
+        mxfp4.moe(x, *args, 2, residual=x.numpy(), norm_weight=w)
+
+
 # --- GPU: GPT-OSS sizes, CUDA graphs --------------------------------------------------------------------------------
 def gpt_oss_layer_cuda(experts, tokens, seed=0, hidden=2880, intermediate=2880):
     """A GPT-OSS-size layer built on the GPU from random MXFP4 bytes (quantizing 128 experts in NumPy would need
@@ -710,6 +789,46 @@ def test_cuda_graph_capture(rng, backend):
     graph.replay()
     torch.cuda.synchronize()
     assert torch.equal(out, expected)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="programmatic dependent launch is a property of a GPU launch (sm_90+)")
+@pytest.mark.parametrize("tokens", [1, 8], ids=["T1", "T8"])
+def test_programmatic_dependent_launch_chain(monkeypatch, tokens):
+    """Ten GPT-OSS-size decode layers chained (each layer's input is the previous one's output plus x) in one CUDA
+    graph, with and without programmatic dependent launch: bit-identical. A kernel that read its predecessor's
+    output before that kernel finished (a missing wait) would see stale ids, activations or counters here."""
+    from mxfp4.dispatch import PDL_ENV_VAR, programmatic_dependent_launch
+
+    if not programmatic_dependent_launch("cuda"):
+        pytest.skip("programmatic dependent launch needs sm_90+ (and MXFP4_PDL unset)")
+    x, *layer = gpt_oss_layer_cuda(32, tokens, seed=7)
+
+    def chained(pdl: bool) -> torch.Tensor:
+        monkeypatch.setenv(PDL_ENV_VAR, "1" if pdl else "0")
+        static_x = x.clone()
+
+        def step():
+            h = static_x
+            for _ in range(10):
+                h = mxfp4.moe(h, *layer, 4, backend="hopper") + static_x
+            return h
+
+        step()  # compiles outside the capture
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = step()
+        outs = []
+        for _ in range(3):
+            graph.replay()
+            outs.append(out.clone())
+        torch.cuda.synchronize()
+        for i, o in enumerate(outs[1:], 1):
+            assert torch.equal(o, outs[0]), f"PDL={pdl}: replay {i} differs from replay 0"
+        return outs[0]
+
+    with_pdl, without = chained(True), chained(False)
+    differs = (with_pdl != without).nonzero()
+    assert differs.numel() == 0, f"PDL changes {len(differs)} outputs, first at {differs[0].tolist()}"
 
 
 # --- cubins for every architecture -----------------------------------------------------------------------------------

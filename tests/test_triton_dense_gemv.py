@@ -158,3 +158,41 @@ def test_gpt_oss_shapes_match_linear(m, k, widths):
     ref = torch.cat([torch.nn.functional.linear(x.float(), w.float(), b.float()) for w, b in zip(ws, bs)], dim=1)
     err = ((got - ref).norm() / ref.norm()).item()
     assert err < 4e-3, f"relative error {err:.2e} vs float32 F.linear (bf16 output rounding is ~2e-3)"
+
+
+@requires_cuda()
+def test_programmatic_dependent_launch_chain(monkeypatch):
+    """A 2880-wide projection chained 24 times in a CUDA graph, each launch reading the previous one's output with
+    no other kernel between them, with and without programmatic dependent launch: bit-identical, every replay the
+    same (a launch that read its input early would see the previous replay's values)."""
+    from mxfp4.dispatch import PDL_ENV_VAR, programmatic_dependent_launch
+
+    if not programmatic_dependent_launch(DEVICE):
+        pytest.skip("programmatic dependent launch needs sm_90+ (and MXFP4_PDL unset)")
+    rng = np.random.default_rng(5)
+    x, ws, bs = make(rng, 1, 2880, (2880,), torch.bfloat16)
+
+    def chained(pdl: bool) -> torch.Tensor:
+        monkeypatch.setenv(PDL_ENV_VAR, "1" if pdl else "0")
+        static_x = x.clone()
+
+        def step():
+            h = static_x
+            for _ in range(24):
+                h = projections(h, ws, bs)
+            return h
+
+        step()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = step()
+        outs = []
+        for _ in range(3):
+            graph.replay()
+            outs.append(out.clone())
+        torch.cuda.synchronize()
+        assert all(torch.equal(o, outs[0]) for o in outs), f"PDL={pdl}: replays differ"
+        return outs[0]
+
+    with_pdl, without = chained(True), chained(False)
+    assert torch.equal(with_pdl, without), f"PDL changes {(with_pdl != without).sum().item()} of {with_pdl.numel()}"

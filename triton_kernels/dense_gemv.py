@@ -25,9 +25,9 @@ import torch
 import triton
 import triton.language as tl
 
-from mxfp4.dispatch import Backend
+from mxfp4.dispatch import Backend, programmatic_dependent_launch
 
-from .launch import TRITON_TYPES, check_launchable, current_stream, reduction_workspace, sm_count
+from .launch import TRITON_TYPES, check_launchable, current_stream, reduction_workspace, sm_count, wait_for_inputs
 from .splitk import SplitPolicy, finish_tile, split_k, split_range
 
 __all__ = ["projections", "compile_specs", "MAX_WEIGHTS", "DenseGemvConfig"]
@@ -92,12 +92,13 @@ def projections(x: torch.Tensor, weights, biases=None) -> torch.Tensor:
     padded = list(weights) + [weights[0]] * (MAX_WEIGHTS - len(weights))
     padded_bias = (list(biases) + [biases[0]] * (MAX_WEIGHTS - len(biases))) if biases else [out] * MAX_WEIGHTS
     padded_widths = widths + [0] * (MAX_WEIGHTS - len(widths))
+    pdl = programmatic_dependent_launch(x.device)
     projection_gemv_kernel[grid](
         x, *padded, *padded_bias, out, partials, counters,
         M, K, *padded_widths, k_per_split,
         x.stride(0), *(w.stride(0) for w in padded), out.stride(0),
-        BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, HAS_BIAS=bool(biases), INTERPRETED=interpreted,
-        num_warps=cfg.num_warps,
+        BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, HAS_BIAS=bool(biases), INTERPRETED=interpreted, PDL=pdl,
+        num_warps=cfg.num_warps, launch_pdl=pdl,
     )
     return out
 
@@ -159,9 +160,11 @@ def projection_gemv_kernel(
     M, K, n0, n1, n2, k_per_split,
     stride_xm, stride_w0, stride_w1, stride_w2, stride_om,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, HAS_BIAS: tl.constexpr, INTERPRETED: tl.constexpr,
+    PDL: tl.constexpr = False,
 ):
     """out[m, c_i + n] = sum_k x[m, k] * W_i[n, k] (+ b_i[n]) with c_i = n_0 + ... + n_{i-1}; grid
     (tiles of all weights, K slices, M)."""
+    wait_for_inputs(PDL)
     pid_n = tl.program_id(0)
     split = tl.program_id(1)
     row = tl.program_id(2)
@@ -211,12 +214,13 @@ def compile_specs(backend) -> list[dict]:
                 "M": "i32", "K": "i32", "n0": "i32", "n1": "i32", "n2": "i32", "k_per_split": "i32",
                 "stride_xm": "i32", "stride_w0": "i32", "stride_w1": "i32", "stride_w2": "i32", "stride_om": "i32",
                 "BLOCK_N": "constexpr", "BLOCK_K": "constexpr", "HAS_BIAS": "constexpr", "INTERPRETED": "constexpr",
+                "PDL": "constexpr",
             }
             specs.append({
                 "name": f"projection_gemv_{t}_{'bias' if has_bias else 'nobias'}_n{CONFIG.block_n}_k{CONFIG.block_k}",
                 "fn": projection_gemv_kernel, "signature": signature,
                 "constexprs": {"BLOCK_N": CONFIG.block_n, "BLOCK_K": CONFIG.block_k, "HAS_BIAS": has_bias,
-                               "INTERPRETED": False},
+                               "INTERPRETED": False, "PDL": Backend(backend) is Backend.HOPPER},
                 "num_warps": CONFIG.num_warps, "num_stages": 1,
                 # GPT-OSS: K = 2880 / 4096, N = 4096 / 512 / 2880, row strides the same: all multiples of 16.
                 "divisible_by_16": ["K", "n0", "n1", "n2", "k_per_split", "stride_xm", "stride_w0", "stride_w1",

@@ -129,7 +129,8 @@ def gemm_configs(backend: Backend, pairs: int, num_experts: int) -> tuple[GemmCo
     return tuple(dataclasses.replace(c, block_e=block_e) for c in _SCHEDULES[(Backend(backend), regime)])
 
 
-def moe(x, router_w, router_b, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, top_k, alpha, limit, backend):
+def moe(x, router_w, router_b, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, top_k, alpha, limit, backend,
+        add_norm: moe_routing.AddNorm | None = None):
     """``[T, H]`` in ``x.dtype``: the GPT-OSS MoE of ``x [T, H]`` (T >= 1), arguments as validated by ``mxfp4.moe``.
 
     Args:
@@ -137,6 +138,9 @@ def moe(x, router_w, router_b, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b
         w1_blocks: ``uint8 [E, 2I, ceil(H/32), 16]``, w1_scales ``uint8 [E, 2I, ceil(H/32)]`` (gate/up interleaved).
         w2_blocks: ``uint8 [E, H, ceil(I/32), 16]``, w2_scales ``uint8 [E, H, ceil(I/32)]``.
         top_k: 1..E. alpha, limit: SwiGLU constants (float). backend: Backend.HOPPER / BF16 / FP32.
+        add_norm: a :class:`moe_routing.AddNorm`: x is then the delta added to its residual, the experts see
+            ``rms_norm(residual + x) * weight`` (computed inside the router's launch), and the result is the pair
+            ``(residual + x, MoE output)``.
 
     >>> y = moe(x, rw, rb, w1.blocks, w1.scales, b1, w2.blocks, w2.scales, b2, 4, 1.702, 7.0, Backend.HOPPER)
     """
@@ -149,25 +153,32 @@ def moe(x, router_w, router_b, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b
     w2_blocks, w2_scales = _rows_contiguous(w2_blocks, w2_scales)
 
     if uses_gemv(pairs, num_experts):
-        expert_ids, routing_weights = moe_routing.route(x, router_w, router_b, top_k)
+        expert_ids, routing_weights, *normed = moe_routing.route(x, router_w, router_b, top_k, add_norm=add_norm)
+        if add_norm is not None:  # the router's launch stored the new residual and the rows the experts see
+            new_residual, x = normed
         gate_up_config, down_config = gemv_schedule(pairs)
         act = moe_gate_up_gemv.gate_up_swiglu_gemv(x, expert_ids, w1_blocks, w1_scales, b1.contiguous(), alpha,
                                                    limit, gate_up_config, act_dtype)
-        return moe_down_gemv.down_combine_gemv(act, expert_ids, routing_weights, w2_blocks, w2_scales,
-                                               b2.contiguous(), down_config, x.dtype)
+        out = moe_down_gemv.down_combine_gemv(act, expert_ids, routing_weights, w2_blocks, w2_scales,
+                                              b2.contiguous(), down_config, x.dtype)
+        return out if add_norm is None else (new_residual, out)
 
     gate_up_config, down_config = gemm_configs(backend, pairs, num_experts)
     if tokens <= moe_routing.ROUTE_BLOCK_T:  # the decode router also sorts the pairs
-        _, routing_weights, counts, sorted_pairs = moe_routing.route(x, router_w, router_b, top_k, sort=True)
+        _, routing_weights, counts, sorted_pairs, *normed = moe_routing.route(x, router_w, router_b, top_k,
+                                                                               sort=True, add_norm=add_norm)
     else:
-        expert_ids, routing_weights = moe_routing.route(x, router_w, router_b, top_k)
+        expert_ids, routing_weights, *normed = moe_routing.route(x, router_w, router_b, top_k, add_norm=add_norm)
         counts, sorted_pairs = moe_sort.sort_by_expert(expert_ids, num_experts)
+    if add_norm is not None:
+        new_residual, x = normed
     act = moe_gate_up.gate_up_swiglu(
         x, sorted_pairs, counts, top_k, w1_blocks, w1_scales, b1.contiguous(), alpha, limit, gate_up_config, act_dtype
     )
     contributions = moe_down.down(act, sorted_pairs, counts, routing_weights, w2_blocks, w2_scales, b2.contiguous(),
                                   down_config)
-    return moe_combine.combine(contributions, top_k, x.dtype)
+    out = moe_combine.combine(contributions, top_k, x.dtype)
+    return out if add_norm is None else (new_residual, out)
 
 
 def uses_gemv(pairs: int, num_experts: int) -> bool:
@@ -216,9 +227,11 @@ def compile_specs(backend: Backend, activation: torch.dtype | None = None,
         ):
             name = (f"moe_{kernel.__name__.removesuffix('_kernel')}_{backend.value}_{act_type}"
                     f"_n{config.block_n}_g{config.block_g}_w{config.num_warps}")
-            specs.append(_spec(name, kernel, module, config, act_type, hidden_act_type))
+            # As launched: with programmatic dependent launch on sm_90 (dispatch.programmatic_dependent_launch).
+            specs.append(_spec(name, kernel, module, config, act_type, hidden_act_type,
+                               {"PDL": backend is Backend.HOPPER}))
     for experts in num_experts:
-        specs += moe_routing.compile_specs(act_type, experts)
+        specs += moe_routing.compile_specs(act_type, experts, pdl=backend is Backend.HOPPER)
         specs += moe_sort.compile_specs(experts)
         for regime, pairs in (("decode", GEMV_MAX_PAIRS + 1), ("prefill", DECODE_MAX_PAIRS + 1)):
             gate_up_config, down_config = gemm_configs(backend, pairs, experts)
@@ -231,13 +244,13 @@ def compile_specs(backend: Backend, activation: torch.dtype | None = None,
     return specs
 
 
-def _spec(name, kernel, module, config, act_type: str, hidden_act_type: str) -> dict:
+def _spec(name, kernel, module, config, act_type: str, hidden_act_type: str, constexprs=None) -> dict:
     """One cubin spec of an MoE GEMM kernel (module: its file, with ``signature`` and the GPT-OSS specializations)."""
     return {
         "name": name,
         "fn": kernel,
         "signature": module.signature(act_type, hidden_act_type),
-        "constexprs": {**module.GPT_OSS_CONSTEXPRS, **config.constexprs()},
+        "constexprs": {**module.GPT_OSS_CONSTEXPRS, **config.constexprs(), **(constexprs or {})},
         "num_warps": config.num_warps,
         "num_stages": config.num_stages,
         "divisible_by_16": module.GPT_OSS_DIVISIBLE_BY_16,

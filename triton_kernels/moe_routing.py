@@ -15,18 +15,28 @@ Two kernels, by the number of tokens:
 * Prefill: one program per ``ROUTE_BLOCK_T`` tokens runs the router GEMM as ``tl.dot`` over H. When activations
   and router weight are the same 16-bit type, the tensor cores take them as they are (their products are exact in
   float32, accumulated in float32); otherwise (float32, or mixed types) an IEEE float32 dot.
+
+Both kernels can also run the transformer block's residual add and RMSNorm in front of the router (``add_norm``):
+a GPT-OSS block routes ``rms_norm(residual + attention output)``, and the norm of a few tokens is a launch of its
+own otherwise (~3 us per layer at batch 1, for ~20 KB of traffic). Each program then reads the residual and the
+delta rows it routes, computes the sum (rounded to the residual's dtype, as torch's add), its RMS and the normed
+rows (float32, rounded once, as ``mxfp4.models.gpt_oss.rms_norm``), and routes those; the programs that own the
+rows (program 0 of the decode kernel, each prefill program for its tokens) also store the new residual and the
+normed rows, which the expert GEMMs then read.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 import triton
 import triton.language as tl
 
-from mxfp4.dispatch import triton_interpreter_enabled
+from mxfp4.dispatch import programmatic_dependent_launch, triton_interpreter_enabled
 
-from .launch import current_stream, reduction_workspace
-from .moe_common import next_power_of_2_at_least
+from .launch import current_stream, reduction_workspace, wait_for_inputs
+from .moe_common import cast, next_power_of_2_at_least
 
 #: Tokens per program of the prefill kernel (tensor-core dots need every dim >= 16), and the most tokens the
 #: decode kernel routes (its last program holds all of them).
@@ -39,7 +49,21 @@ DECODE_TILE_ELEMENTS = 4096
 _WORKSPACES: dict = {}
 
 
-def route(x: torch.Tensor, router_w: torch.Tensor, router_b: torch.Tensor, top_k: int, *, sort: bool = False):
+@dataclasses.dataclass(frozen=True)
+class AddNorm:
+    """The residual add and RMSNorm that precede the router: route ``rms_norm(residual + x) * weight`` instead of x.
+
+    residual: ``[T, H]`` of x's dtype, unit stride along H. weight: ``[H]`` float (GPT-OSS keeps it float32).
+    eps: the norm's epsilon.
+    """
+
+    residual: torch.Tensor
+    weight: torch.Tensor
+    eps: float
+
+
+def route(x: torch.Tensor, router_w: torch.Tensor, router_b: torch.Tensor, top_k: int, *, sort: bool = False,
+          add_norm: AddNorm | None = None):
     """``(expert_ids int32 [T, k], weights float32 [T, k])`` of ``x [T, H]`` for router ``[E, H]`` + ``[E]``.
 
     Slots come in decreasing logit order; equal logits go to the lowest expert index first; NaN logits rank as
@@ -49,7 +73,12 @@ def route(x: torch.Tensor, router_w: torch.Tensor, router_b: torch.Tensor, top_k
     saving the ``moe_sort`` launch, and returns ``(ids, weights, counts int32 [E], sorted_pairs int32 [P])``
     exactly as ``moe_sort.sort_by_expert`` would.
 
+    With ``add_norm`` (:class:`AddNorm`), x is the delta added to ``add_norm.residual``; the tokens routed are
+    ``normed = rms_norm(residual + x) * weight``, and two more tensors end the tuple: the new residual
+    ``residual + x`` and ``normed``, both ``[T, H]`` in x's dtype.
+
     >>> ids, w = route(torch.randn(3, 64), torch.randn(8, 64), torch.zeros(8), 2)    # [3, 2] int32, [3, 2] fp32
+    >>> ids, w, new_residual, normed = route(attn_out, rw, rb, 4, add_norm=AddNorm(residual, norm_w, 1e-5))
     """
     tokens, hidden = x.shape
     num_experts = router_w.shape[0]
@@ -66,26 +95,40 @@ def route(x: torch.Tensor, router_w: torch.Tensor, router_b: torch.Tensor, top_k
     router_w = router_w.contiguous()
     router_b = router_b.contiguous()
     block_e = route_block_e(num_experts)
+    if add_norm is not None:
+        residual = add_norm.residual if add_norm.residual.stride(1) == 1 else add_norm.residual.contiguous()
+        delta = x if x.stride(1) == 1 else x.contiguous()
+        norm_weight = add_norm.weight.contiguous()
+        new_residual = torch.empty((tokens, hidden), dtype=x.dtype, device=x.device)
+        normed = torch.empty((tokens, hidden), dtype=x.dtype, device=x.device)
+        # The kernels read the residual through x's arguments and the delta through their own.
+        x, stride_dt, eps = residual, delta.stride(0), float(add_norm.eps)
+    else:  # never touched (ADD_NORM is a constexpr)
+        delta = norm_weight = new_residual = normed = x
+        stride_dt, eps = 0, 0.0
+    norm_args = (delta, norm_weight, new_residual, normed, eps)
     if decode:
         block_t = triton.next_power_of_2(tokens)
         logits, counters = reduction_workspace(_WORKSPACES, x.device, current_stream(x.get_device()),
                                                ROUTE_BLOCK_T * block_e, 1)
+        pdl = programmatic_dependent_launch(x.device)
         route_decode_kernel[(num_experts,)](
-            x, router_w, router_b, ids, weights, counts, sorted_pairs, logits, counters,
-            tokens, hidden, num_experts, top_k, x.stride(0), x.stride(1),
+            x, router_w, router_b, ids, weights, counts, sorted_pairs, logits, counters, *norm_args,
+            tokens, hidden, num_experts, top_k, x.stride(0), x.stride(1), stride_dt,
             BLOCK_T=block_t, BLOCK_H=decode_block_h(block_t, hidden), BLOCK_E=block_e, FUSED_SORT=sort,
-            num_warps=ROUTE_NUM_WARPS,
+            ADD_NORM=add_norm is not None, INTERPRETED=triton_interpreter_enabled(), PDL=pdl,
+            num_warps=ROUTE_NUM_WARPS, launch_pdl=pdl,
         )
     else:
         route_topk_softmax_kernel[(triton.cdiv(tokens, ROUTE_BLOCK_T),)](
-            x, router_w, router_b, ids, weights, counts, sorted_pairs,
-            tokens, hidden, num_experts, top_k, x.stride(0), x.stride(1),
+            x, router_w, router_b, ids, weights, counts, sorted_pairs, *norm_args,
+            tokens, hidden, num_experts, top_k, x.stride(0), x.stride(1), stride_dt,
             BLOCK_T=ROUTE_BLOCK_T, BLOCK_H=ROUTE_BLOCK_H, BLOCK_E=block_e,
-            NATIVE_DOT=native_dot(x.dtype, router_w.dtype), num_warps=ROUTE_NUM_WARPS,
+            NATIVE_DOT=native_dot(x.dtype, router_w.dtype), ADD_NORM=add_norm is not None,
+            INTERPRETED=triton_interpreter_enabled(), num_warps=ROUTE_NUM_WARPS,
         )
-    if sort:
-        return ids, weights, counts, sorted_pairs
-    return ids, weights
+    result = (ids, weights, counts, sorted_pairs) if sort else (ids, weights)
+    return result + (new_residual, normed) if add_norm is not None else result
 
 
 def route_block_e(num_experts: int) -> int:
@@ -106,47 +149,56 @@ def native_dot(activation: torch.dtype, weight: torch.dtype) -> bool:
 
 
 #: As Triton's launcher specializes them for contiguous GPT-OSS activations (H = 2880, E = 32 / 128).
-GPT_OSS_DIVISIBLE_BY_16 = ["hidden", "num_experts", "stride_xt"]
+GPT_OSS_DIVISIBLE_BY_16 = ["hidden", "num_experts", "stride_xt", "stride_dt"]
 
 
-def compile_specs(activation: str, num_experts: int) -> list[dict]:
+def compile_specs(activation: str, num_experts: int, pdl: bool = False) -> list[dict]:
     """Cubin specs (see ``mxfp4.triton_kernels.moe.compile_specs``) for activations and router of Triton type
-    ``activation`` at H = 2880: the decode kernel (1 and 16 tokens, with and without the fused sort) and the
-    prefill kernel. Contiguous activations: the launcher sees ``stride_xh == 1`` and specializes it."""
+    ``activation`` at H = 2880: the decode kernel (1 and 16 tokens, with and without the fused sort, with and
+    without the fused add + norm; ``pdl``: as launched with programmatic dependent launch, sm_90) and the prefill
+    kernel (with and without add + norm). Contiguous activations: the launcher sees ``stride_xh == 1`` and
+    specializes it."""
     common = {
         "x_ptr": f"*{activation}", "router_w_ptr": f"*{activation}", "router_b_ptr": f"*{activation}",
         "ids_ptr": "*i32", "weights_ptr": "*fp32", "counts_ptr": "*i32", "sorted_pairs_ptr": "*i32",
     }
+    norm = {"delta_ptr": f"*{activation}", "norm_w_ptr": "*fp32", "new_residual_ptr": f"*{activation}",
+            "normed_ptr": f"*{activation}", "eps": "fp32"}
     scalars = {"tokens": "i32", "hidden": "i32", "num_experts": "i32", "top_k": "i32",
-               "stride_xt": "i32", "stride_xh": "constexpr"}
+               "stride_xt": "i32", "stride_xh": "constexpr", "stride_dt": "i32"}
+    flags = {"ADD_NORM": "constexpr", "INTERPRETED": "constexpr"}
     block_e = route_block_e(num_experts)
     specs = []
     for block_t in (1, ROUTE_BLOCK_T):
         for fused in (False, True):
-            specs.append({
-                "name": f"moe_route_decode{'_sort' if fused else ''}_t{block_t}_{activation}_e{num_experts}",
-                "fn": route_decode_kernel,
-                "signature": {**common, "logits_ptr": "*fp32", "counters_ptr": "*i32", **scalars,
-                              "BLOCK_T": "constexpr", "BLOCK_H": "constexpr", "BLOCK_E": "constexpr",
-                              "FUSED_SORT": "constexpr"},
-                "constexprs": {"stride_xh": 1, "BLOCK_T": block_t, "BLOCK_H": decode_block_h(block_t, 2880),
-                               "BLOCK_E": block_e, "FUSED_SORT": fused},
-                "divisible_by_16": GPT_OSS_DIVISIBLE_BY_16,
-                "num_warps": ROUTE_NUM_WARPS,
-                "num_stages": 1,
-            })
+            for add_norm in (False, True):
+                specs.append({
+                    "name": (f"moe_route_decode{'_sort' if fused else ''}{'_addnorm' if add_norm else ''}"
+                             f"_t{block_t}_{activation}_e{num_experts}"),
+                    "fn": route_decode_kernel,
+                    "signature": {**common, "logits_ptr": "*fp32", "counters_ptr": "*i32", **norm, **scalars,
+                                  "BLOCK_T": "constexpr", "BLOCK_H": "constexpr", "BLOCK_E": "constexpr",
+                                  "FUSED_SORT": "constexpr", **flags, "PDL": "constexpr"},
+                    "constexprs": {"stride_xh": 1, "BLOCK_T": block_t, "BLOCK_H": decode_block_h(block_t, 2880),
+                                   "BLOCK_E": block_e, "FUSED_SORT": fused, "ADD_NORM": add_norm,
+                                   "INTERPRETED": False, "PDL": pdl},
+                    "divisible_by_16": GPT_OSS_DIVISIBLE_BY_16,
+                    "num_warps": ROUTE_NUM_WARPS,
+                    "num_stages": 1,
+                })
     native = activation in ("bf16", "fp16")
-    specs.append({
-        "name": f"moe_route_topk_softmax_{activation}_e{num_experts}",
-        "fn": route_topk_softmax_kernel,
-        "signature": {**common, **scalars, "BLOCK_T": "constexpr", "BLOCK_H": "constexpr", "BLOCK_E": "constexpr",
-                      "NATIVE_DOT": "constexpr"},
-        "constexprs": {"stride_xh": 1, "BLOCK_T": ROUTE_BLOCK_T, "BLOCK_H": ROUTE_BLOCK_H, "BLOCK_E": block_e,
-                       "NATIVE_DOT": native},
-        "divisible_by_16": GPT_OSS_DIVISIBLE_BY_16,
-        "num_warps": ROUTE_NUM_WARPS,
-        "num_stages": 3,
-    })
+    for add_norm in (False, True):
+        specs.append({
+            "name": f"moe_route_topk_softmax{'_addnorm' if add_norm else ''}_{activation}_e{num_experts}",
+            "fn": route_topk_softmax_kernel,
+            "signature": {**common, **norm, **scalars, "BLOCK_T": "constexpr", "BLOCK_H": "constexpr",
+                          "BLOCK_E": "constexpr", "NATIVE_DOT": "constexpr", **flags},
+            "constexprs": {"stride_xh": 1, "BLOCK_T": ROUTE_BLOCK_T, "BLOCK_H": ROUTE_BLOCK_H, "BLOCK_E": block_e,
+                           "NATIVE_DOT": native, "ADD_NORM": add_norm, "INTERPRETED": False},
+            "divisible_by_16": GPT_OSS_DIVISIBLE_BY_16,
+            "num_warps": ROUTE_NUM_WARPS,
+            "num_stages": 3,
+        })
     return specs
 
 
@@ -156,6 +208,48 @@ def load_activations(x_ptr, token, token_ok, h0, hidden, stride_xt, stride_xh, B
     h = h0 + tl.arange(0, BLOCK_H)
     return tl.load(x_ptr + token[:, None] * stride_xt + h[None, :] * stride_xh,
                    mask=token_ok[:, None] & (h < hidden)[None, :], other=0.0)
+
+
+@triton.jit
+def residual_sum(x_ptr, delta_ptr, token, token_ok, h0, hidden, stride_xt, stride_xh, stride_dt,
+                 BLOCK_H: tl.constexpr, INTERPRETED: tl.constexpr):
+    """``x + delta`` at columns ``h0 : h0 + BLOCK_H`` rounded to x's dtype, as torch adds two tensors of that dtype
+    (float32 ``[len(token), BLOCK_H]``, zeros past T and H)."""
+    x = load_activations(x_ptr, token, token_ok, h0, hidden, stride_xt, stride_xh, BLOCK_H).to(tl.float32)
+    delta = load_activations(delta_ptr, token, token_ok, h0, hidden, stride_dt, 1, BLOCK_H).to(tl.float32)
+    return cast(x + delta, x_ptr.dtype.element_ty, INTERPRETED).to(tl.float32)
+
+
+@triton.jit
+def inverse_rms(x_ptr, delta_ptr, token, token_ok, hidden, eps, stride_xt, stride_xh, stride_dt,
+                BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr, INTERPRETED: tl.constexpr):
+    """float32 ``[BLOCK_T]``: ``1 / sqrt(mean((x + delta)**2) + eps)`` per token, over the H columns; correctly
+    rounded square root and division (torch's rsqrt differs by at most an ulp)."""
+    squares = tl.zeros((BLOCK_T, BLOCK_H), dtype=tl.float32)
+    for h0 in range(0, hidden, BLOCK_H):
+        s = residual_sum(x_ptr, delta_ptr, token, token_ok, h0, hidden, stride_xt, stride_xh, stride_dt, BLOCK_H,
+                         INTERPRETED)
+        squares += s * s
+    mean = tl.div_rn(tl.sum(squares, axis=1), tl.full((BLOCK_T,), hidden, tl.float32))
+    return tl.div_rn(tl.full((BLOCK_T,), 1.0, tl.float32), tl.sqrt_rn(mean + eps))
+
+
+@triton.jit
+def add_norm_rows(x_ptr, delta_ptr, norm_w_ptr, new_residual_ptr, normed_ptr, inv_rms, token, token_ok, store_ok,
+                  h0, hidden, stride_xt, stride_xh, stride_dt, BLOCK_H: tl.constexpr, INTERPRETED: tl.constexpr):
+    """The normed rows at columns ``h0 : h0 + BLOCK_H``, rounded to x's dtype: ``weight * ((x + delta) * inv_rms)``
+    in float32 (``mxfp4.models.gpt_oss.rms_norm``'s order). Where ``store_ok`` (``[len(token)]``), also stores them
+    and the new residual ``x + delta`` (both contiguous ``[T, H]``)."""
+    s = residual_sum(x_ptr, delta_ptr, token, token_ok, h0, hidden, stride_xt, stride_xh, stride_dt, BLOCK_H,
+                     INTERPRETED)
+    h = h0 + tl.arange(0, BLOCK_H)
+    weight = tl.load(norm_w_ptr + h, mask=h < hidden, other=0.0).to(tl.float32)
+    normed = cast(weight[None, :] * (s * inv_rms[:, None]), x_ptr.dtype.element_ty, INTERPRETED)
+    offsets = token[:, None] * hidden + h[None, :]
+    mask = store_ok[:, None] & (h < hidden)[None, :]
+    tl.store(new_residual_ptr + offsets, s.to(x_ptr.dtype.element_ty), mask=mask)  # exact: s is already rounded
+    tl.store(normed_ptr + offsets, normed, mask=mask)
+    return normed
 
 
 @triton.jit
@@ -202,19 +296,31 @@ def pick_experts(logits, token, token_ok, expert, expert_ok, ids_ptr, weights_pt
 @triton.jit
 def route_decode_kernel(
     x_ptr, router_w_ptr, router_b_ptr, ids_ptr, weights_ptr, counts_ptr, sorted_pairs_ptr, logits_ptr, counters_ptr,
+    delta_ptr, norm_w_ptr, new_residual_ptr, normed_ptr, eps,
     tokens, hidden, num_experts, top_k,
-    stride_xt, stride_xh,
+    stride_xt, stride_xh, stride_dt,
     BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_E: tl.constexpr, FUSED_SORT: tl.constexpr,
+    ADD_NORM: tl.constexpr = False, INTERPRETED: tl.constexpr = False, PDL: tl.constexpr = False,
 ):
     """Grid ``(E,)``: program e computes ``x @ Wr[e] + br[e]`` for all (<= BLOCK_T) tokens; the last program to
-    finish picks the experts (``pick_experts``) from the logits they published."""
+    finish picks the experts (``pick_experts``) from the logits they published. ``ADD_NORM``: x is the residual,
+    the rows routed are ``rms_norm(x + delta) * norm_w``, and program 0 stores them and the new residual."""
+    wait_for_inputs(PDL)
     e = tl.program_id(0)
     token = tl.arange(0, BLOCK_T)
     token_ok = token < tokens
+    if ADD_NORM:
+        inv_rms = inverse_rms(x_ptr, delta_ptr, token, token_ok, hidden, eps, stride_xt, stride_xh, stride_dt,
+                              BLOCK_T, BLOCK_H, INTERPRETED)
     # Products in float32 (exact for 16-bit inputs), summed per column across K steps, then across columns.
     acc = tl.zeros((BLOCK_T, BLOCK_H), dtype=tl.float32)
     for h0 in range(0, hidden, BLOCK_H):
-        x = load_activations(x_ptr, token, token_ok, h0, hidden, stride_xt, stride_xh, BLOCK_H).to(tl.float32)
+        if ADD_NORM:
+            x = add_norm_rows(x_ptr, delta_ptr, norm_w_ptr, new_residual_ptr, normed_ptr, inv_rms, token, token_ok,
+                              token < tl.where(e == 0, tokens, 0), h0, hidden, stride_xt, stride_xh, stride_dt,
+                              BLOCK_H, INTERPRETED).to(tl.float32)
+        else:
+            x = load_activations(x_ptr, token, token_ok, h0, hidden, stride_xt, stride_xh, BLOCK_H).to(tl.float32)
         h = h0 + tl.arange(0, BLOCK_H)
         w = tl.load(router_w_ptr + e.to(tl.int64) * hidden + h, mask=h < hidden, other=0.0).to(tl.float32)
         acc += x * w[None, :]
@@ -238,20 +344,31 @@ def route_decode_kernel(
 @triton.jit
 def route_topk_softmax_kernel(
     x_ptr, router_w_ptr, router_b_ptr, ids_ptr, weights_ptr, counts_ptr, sorted_pairs_ptr,
+    delta_ptr, norm_w_ptr, new_residual_ptr, normed_ptr, eps,
     tokens, hidden, num_experts, top_k,
-    stride_xt, stride_xh,
+    stride_xt, stride_xh, stride_dt,
     BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_E: tl.constexpr, NATIVE_DOT: tl.constexpr,
+    ADD_NORM: tl.constexpr = False, INTERPRETED: tl.constexpr = False,
 ):
-    """Grid ``(cdiv(T, BLOCK_T),)``: the router GEMM of BLOCK_T tokens as dots over H, then ``pick_experts``."""
+    """Grid ``(cdiv(T, BLOCK_T),)``: the router GEMM of BLOCK_T tokens as dots over H, then ``pick_experts``.
+    ``ADD_NORM``: x is the residual, the rows routed are ``rms_norm(x + delta) * norm_w``, stored with the new
+    residual by the program that owns them."""
     pid = tl.program_id(0)
     token = pid * BLOCK_T + tl.arange(0, BLOCK_T)
     token_ok = token < tokens
     expert = tl.arange(0, BLOCK_E)
     expert_ok = expert < num_experts
+    if ADD_NORM:
+        inv_rms = inverse_rms(x_ptr, delta_ptr, token, token_ok, hidden, eps, stride_xt, stride_xh, stride_dt,
+                              BLOCK_T, BLOCK_H, INTERPRETED)
 
     logits = tl.zeros((BLOCK_T, BLOCK_E), dtype=tl.float32)
     for h0 in range(0, hidden, BLOCK_H):
-        x = load_activations(x_ptr, token, token_ok, h0, hidden, stride_xt, stride_xh, BLOCK_H)
+        if ADD_NORM:
+            x = add_norm_rows(x_ptr, delta_ptr, norm_w_ptr, new_residual_ptr, normed_ptr, inv_rms, token, token_ok,
+                              token_ok, h0, hidden, stride_xt, stride_xh, stride_dt, BLOCK_H, INTERPRETED)
+        else:
+            x = load_activations(x_ptr, token, token_ok, h0, hidden, stride_xt, stride_xh, BLOCK_H)
         h = h0 + tl.arange(0, BLOCK_H)
         w_t = tl.load(router_w_ptr + expert[None, :] * hidden + h[:, None],
                       mask=expert_ok[None, :] & (h < hidden)[:, None], other=0.0)
