@@ -94,7 +94,7 @@ def moe(
         new_residual, normed = add_rms_norm_torch(residual, x, norm_weight, float(norm_eps))
         return new_residual, _moe_torch(normed, router_w, router_b, w1, b1, w2, b2, top_k, alpha, limit)
     from .triton_kernels.moe import moe as moe_kernels
-    from .triton_kernels.moe_routing import AddNorm
+    from .triton_kernels.rms_norm import AddNorm
 
     return moe_kernels(
         x, router_w, router_b, w1.blocks, w1.scales, b1, w2.blocks, w2.scales, b2, top_k, alpha, limit, path,

@@ -10,6 +10,7 @@ from .matmul import matmul
 from .moe import moe
 from .pack import pack, unpack
 from .quantize import quantize, round_to_e2m1, shared_exponent
+from .rms_norm import add_rms_norm
 
 __all__ = ["quantize", "dequantize", "pack", "unpack", "matmul", "moe", "round_to_e2m1", "shared_exponent",
-           "projections"]
+           "projections", "add_rms_norm"]

@@ -27,17 +27,3 @@ def route(x: np.ndarray, router_w: np.ndarray, router_b: np.ndarray, top_k: int)
         weights = shifted / shifted.sum(-1, keepdims=True)
     return ids, weights
 
-
-def add_rms_norm(residual: np.ndarray, delta: np.ndarray, weight: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """The residual add and RMSNorm in front of the router: ``(s, weight * s / sqrt(mean(s**2) + eps))`` with
-    ``s = residual + delta``, per row over the last axis, in float64 (the kernels round ``s`` to the activations'
-    dtype first, as torch adds, and the normed rows once at the end). Twin of ``moe_routing.route(add_norm=...)``'s
-    first half; the second half is :func:`route` of the normed rows.
-
-    >>> s, h = add_rms_norm(np.array([[1.0, 2.0]]), np.array([[2.0, -4.0]]), np.array([1.0, 0.5]), 0.0)
-    >>> s.tolist(), h.tolist()
-    ([[3.0, -2.0]], [[1.1766968108291043, -0.3922322702763681]])
-    """
-    s = np.asarray(residual, dtype=np.float64) + np.asarray(delta, dtype=np.float64)
-    inverse_rms = 1.0 / np.sqrt(np.mean(s * s, axis=-1, keepdims=True) + eps)
-    return s, np.asarray(weight, dtype=np.float64) * (s * inverse_rms)

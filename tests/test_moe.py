@@ -369,8 +369,9 @@ def test_route_kernel_fused_add_norm(rng, device, poison, dtype, tokens, hidden,
     """``route(add_norm=...)``: the new residual is torch's add bit for bit; each normed element is within one
     rounding (plus float32 summation) of the float64 twin's norm of that residual; the routing equals the unfused
     kernel's on the normed rows the launch stored, bit for bit (so routing saw exactly the rows the experts see)."""
-    from mxfp4.reference.moe_routing import add_rms_norm as add_rms_norm_twin
-    from mxfp4.triton_kernels.moe_routing import AddNorm, route
+    from mxfp4.reference.rms_norm import add_rms_norm as add_rms_norm_twin
+    from mxfp4.triton_kernels.moe_routing import route
+    from mxfp4.triton_kernels.rms_norm import AddNorm
 
     residual = torch.from_numpy(rng.standard_normal((tokens, hidden)) * 4).to(dtype).to(device)
     delta = torch.from_numpy(rng.standard_normal((tokens, hidden))).to(dtype).to(device)

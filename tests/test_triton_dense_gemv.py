@@ -39,8 +39,9 @@ def want(x, ws, bs):
     return reference.projections(np_(x), [np_(w) for w in ws], None if bs is None else [np_(b) for b in bs])
 
 
-def assert_within_bound(got: torch.Tensor, x, ws, bs, what: str) -> None:
-    """Each element within the float32-accumulation bound plus half an ulp of the output dtype; names the worst."""
+def assert_within_bound(got: torch.Tensor, x, ws, bs, what: str, input_rounding: float = 0.0) -> None:
+    """Each element within the float32-accumulation bound plus half an ulp of the output dtype (plus
+    ``input_rounding`` times sum |x w|, for activations the kernel computed itself); names the worst."""
     expected = want(x, ws, bs)
     got_np = got.double().cpu().numpy()
     assert got_np.shape == expected.shape, f"{what}: shape {got_np.shape}, expected {expected.shape}"
@@ -48,7 +49,7 @@ def assert_within_bound(got: torch.Tensor, x, ws, bs, what: str) -> None:
     if bs is not None:
         magnitude += np.abs(np.concatenate([b.double().cpu().numpy() for b in bs]))
     k = x.shape[1]
-    bound = 2 * EPS32 * (k + 2) * magnitude + ULP[got.dtype] * np.abs(expected) + 1e-30
+    bound = (2 * EPS32 * (k + 2) + input_rounding) * magnitude + ULP[got.dtype] * np.abs(expected) + 1e-30
     excess = np.abs(got_np - expected) / bound
     worst = np.unravel_index(np.argmax(excess), excess.shape)
     assert excess[worst] <= 1, (f"{what}: element {tuple(int(i) for i in worst)} is {got_np[worst]!r}, reference "
@@ -66,6 +67,41 @@ def assert_within_bound(got: torch.Tensor, x, ws, bs, what: str) -> None:
 def test_projections_match_reference(dtype, m, k, widths, bias):
     x, ws, bs = make(np.random.default_rng(m * 1000 + k), m, k, widths, dtype, bias)
     assert_within_bound(projections(x, ws, bs), x, ws, bs, f"{dtype} M={m} K={k} widths={widths}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
+@pytest.mark.parametrize("m,k,widths", [
+    pytest.param(1, 100, (40, 24, 24), id="M1-K100-qkv-split-and-tail"),
+    pytest.param(3, 63, (17,), id="M3-K63-one-weight"),
+    pytest.param(2, 2880, (64, 8, 8), id="M2-K2880-gpt-oss-width"),
+])
+def test_add_norm_matches_twin(rng, dtype, m, k, widths):
+    """``add_norm``: the new residual is torch's add bit for bit; the projections are those of the twin's
+    RMSNorm of that residual (float64, rounded to the dtype), within the accumulation bound plus one rounding of
+    each activation (the kernel's float32 norm may round an activation the other way)."""
+    from mxfp4.reference.rms_norm import add_rms_norm as add_rms_norm_twin
+    from mxfp4.triton_kernels.rms_norm import AddNorm
+
+    delta, ws, bs = make(rng, m, k, widths, dtype)
+    residual = torch.from_numpy(rng.standard_normal((m, k)) * 3).to(dtype).to(DEVICE)
+    norm_w = torch.from_numpy(1 + 0.1 * rng.standard_normal(k)).float().to(DEVICE)
+    new_residual, got = projections(delta, ws, bs, add_norm=AddNorm(residual, norm_w, 1e-5))
+    expected_residual = residual + delta
+    assert torch.equal(new_residual, expected_residual), (
+        f"new residual differs from torch's add at {(new_residual != expected_residual).sum().item()} elements")
+    _, normed = add_rms_norm_twin(expected_residual.double().cpu().numpy(), 0.0, norm_w.double().cpu().numpy(), 1e-5)
+    normed = torch.from_numpy(normed).to(dtype).to(DEVICE)
+    assert_within_bound(got, normed, ws, bs, f"add_norm {dtype} M={m} K={k}", input_rounding=2 * ULP[dtype])
+
+
+def test_add_norm_bad_inputs_raise_named_errors(rng):
+    from mxfp4.triton_kernels.rms_norm import AddNorm
+
+    x, ws, _ = make(rng, 2, 64, (8,), torch.float32)
+    with pytest.raises(ValueError, match="add_norm.residual must match x"):
+        projections(x, ws, add_norm=AddNorm(x[:1], torch.ones(64, device=DEVICE), 1e-5))
+    with pytest.raises(ValueError, match=r"add_norm.weight must be a float \[K\] = \[64\]"):
+        projections(x, ws, add_norm=AddNorm(x, torch.ones(32, device=DEVICE), 1e-5))
 
 
 def test_golden_exact_sums_and_column_placement():

@@ -14,6 +14,12 @@ change to the checkpoint's modules).
 
 Numerics: float32 products and accumulation, bias added in float32, one rounding to ``x.dtype`` -- what
 ``torch.nn.functional.linear`` computes on CUDA, summed in a different order.
+
+With ``add_norm`` (``rms_norm.AddNorm``) the launch also runs the residual add and RMSNorm in front of q/k/v: x is
+the delta, every program first sums the squares of its activation row ``residual + delta`` over all of K (whatever
+K slice it multiplies; the row is ~6 KB, read from L2 by all but the first) and then multiplies its weights by the
+normed activations, built per step from the residual, delta and norm weight; the programs of the first tile and
+slice store the new residual. One launch fewer per layer (the norm's own costs ~3 us at batch 1).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import triton.language as tl
 from mxfp4.dispatch import Backend, programmatic_dependent_launch
 
 from .launch import TRITON_TYPES, check_launchable, current_stream, reduction_workspace, sm_count, wait_for_inputs
+from .rms_norm import AddNorm, inverse_rms, normalize, residual_sum
 from .splitk import SplitPolicy, finish_tile, split_k, split_range
 
 __all__ = ["projections", "compile_specs", "MAX_WEIGHTS", "DenseGemvConfig"]
@@ -59,30 +66,48 @@ SPLIT = SplitPolicy(programs_per_sm=4, min_steps=2)
 INTERPRETER_CONFIG = DenseGemvConfig(block_n=8, block_k=32, num_warps=4, why="interpreter")
 
 
-def projections(x: torch.Tensor, weights, biases=None) -> torch.Tensor:
+def projections(x: torch.Tensor, weights, biases=None, *, add_norm: AddNorm | None = None):
     """``[M, N_0 + N_1 + ...]``: ``x @ W_i.T + b_i`` for each weight, side by side, in ``x.dtype``.
 
     Args:
         x: ``[M, K]`` bfloat16 / float16 / float32 on a CUDA device (or the CPU under ``TRITON_INTERPRET=1``).
         weights: 1 to 3 tensors ``[N_i, K]`` of x's dtype and device (``nn.Linear.weight`` layout).
         biases: None, or one entry per weight: None or ``[N_i]`` of x's dtype (all None or all tensors).
+        add_norm: a :class:`mxfp4.triton_kernels.rms_norm.AddNorm` (residual ``[M, K]`` of x's dtype, weight
+            ``[K]``): x is then the delta, and the projections are of ``rms_norm(residual + x) * weight``.
 
     Returns:
-        ``[M, sum N_i]`` in ``x.dtype``; columns ``N_0 + ... + N_{i-1}`` onward hold projection i.
+        ``[M, sum N_i]`` in ``x.dtype``; columns ``N_0 + ... + N_{i-1}`` onward hold projection i. With
+        ``add_norm``: ``(residual + x, that output)``.
 
     >>> qkv = projections(x, (q_proj.weight, k_proj.weight, v_proj.weight), (q_proj.bias, k_proj.bias, v_proj.bias))
     >>> q, k, v = qkv.split([4096, 512, 512], dim=-1)
+    >>> new_residual, qkv = projections(pending, (q_proj.weight, k_proj.weight, v_proj.weight),
+    ...                                 add_norm=AddNorm(residual, input_layernorm.weight, 1e-5))
     """
     weights, biases = _check(x, weights, biases)
+    if add_norm is not None:
+        _check_add_norm(x, add_norm)
+        residual, x, norm_weight, new_residual, eps = add_norm.operands(x)
+        # The kernel reads the residual through x's arguments and the delta through its own.
+        x, delta, stride_dm = residual, x, x.stride(0)
     if x.stride(1) != 1:
         x = x.contiguous()
     M, K = x.shape
     widths = [w.shape[0] for w in weights]
     out = torch.empty((M, sum(widths)), dtype=x.dtype, device=x.device)
-    if M == 0 or out.shape[1] == 0:
+    if M == 0 or out.shape[1] == 0 or K == 0:
+        if add_norm is not None:
+            new_residual.copy_(x + delta)
+            if K == 0:  # an empty row normalizes to nothing: only the biases are left
+                out.copy_(torch.cat(biases)[None, :].expand_as(out)) if biases else out.zero_()
+            return new_residual, out
+        if K == 0:
+            return out.copy_(torch.cat(biases)[None, :].expand_as(out)) if biases else out.zero_()
         return out
-    if K == 0:
-        return out.copy_(torch.cat(biases)[None, :].expand_as(out)) if biases else out.zero_()
+    if add_norm is None:  # never touched (ADD_NORM is a constexpr)
+        delta = norm_weight = new_residual = x
+        stride_dm, eps = 0, 0.0
     interpreted = not x.is_cuda
     device_index = -1 if interpreted else x.get_device()
     cfg, grid, k_per_split = _plan(M, tuple(widths), K, device_index, interpreted)
@@ -94,13 +119,13 @@ def projections(x: torch.Tensor, weights, biases=None) -> torch.Tensor:
     padded_widths = widths + [0] * (MAX_WEIGHTS - len(widths))
     pdl = programmatic_dependent_launch(x.device)
     projection_gemv_kernel[grid](
-        x, *padded, *padded_bias, out, partials, counters,
+        x, *padded, *padded_bias, out, partials, counters, delta, norm_weight, new_residual, eps,
         M, K, *padded_widths, k_per_split,
-        x.stride(0), *(w.stride(0) for w in padded), out.stride(0),
-        BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, HAS_BIAS=bool(biases), INTERPRETED=interpreted, PDL=pdl,
-        num_warps=cfg.num_warps, launch_pdl=pdl,
+        x.stride(0), *(w.stride(0) for w in padded), out.stride(0), stride_dm,
+        BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, HAS_BIAS=bool(biases), ADD_NORM=add_norm is not None,
+        INTERPRETED=interpreted, PDL=pdl, num_warps=cfg.num_warps, launch_pdl=pdl,
     )
-    return out
+    return out if add_norm is None else (new_residual, out)
 
 
 def _check(x, weights, biases):
@@ -138,6 +163,18 @@ def _check(x, weights, biases):
     return tuple(checked), tuple(b.contiguous() for b in biases)
 
 
+def _check_add_norm(x, add_norm: AddNorm) -> None:
+    residual, weight = add_norm.residual, add_norm.weight
+    if not isinstance(residual, torch.Tensor) or residual.shape != x.shape or residual.dtype != x.dtype \
+            or residual.device != x.device:
+        raise ValueError(f"projections: add_norm.residual must match x ({tuple(x.shape)} {x.dtype} on {x.device}), "
+                         f"got {getattr(residual, 'shape', type(residual))}")
+    if not isinstance(weight, torch.Tensor) or tuple(weight.shape) != (x.shape[1],) or not weight.is_floating_point() \
+            or weight.device != x.device:
+        raise ValueError(f"projections: add_norm.weight must be a float [K] = [{x.shape[1]}] tensor on {x.device}, "
+                         f"got {getattr(weight, 'shape', type(weight))}")
+
+
 _WORKSPACES: dict = {}
 
 
@@ -157,13 +194,15 @@ def _plan(M: int, widths: tuple, K: int, device_index: int, interpreted: bool):
 @triton.jit
 def projection_gemv_kernel(
     x_ptr, w0_ptr, w1_ptr, w2_ptr, b0_ptr, b1_ptr, b2_ptr, out_ptr, partials_ptr, counters_ptr,
+    delta_ptr, norm_w_ptr, new_residual_ptr, eps,
     M, K, n0, n1, n2, k_per_split,
-    stride_xm, stride_w0, stride_w1, stride_w2, stride_om,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, HAS_BIAS: tl.constexpr, INTERPRETED: tl.constexpr,
-    PDL: tl.constexpr = False,
+    stride_xm, stride_w0, stride_w1, stride_w2, stride_om, stride_dm,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, HAS_BIAS: tl.constexpr, ADD_NORM: tl.constexpr = False,
+    INTERPRETED: tl.constexpr = False, PDL: tl.constexpr = False,
 ):
     """out[m, c_i + n] = sum_k x[m, k] * W_i[n, k] (+ b_i[n]) with c_i = n_0 + ... + n_{i-1}; grid
-    (tiles of all weights, K slices, M)."""
+    (tiles of all weights, K slices, M). ``ADD_NORM``: x is the residual, the activations are
+    ``rms_norm(x + delta) * norm_w``, and the programs of tile 0, slice 0 store ``x + delta``."""
     wait_for_inputs(PDL)
     pid_n = tl.program_id(0)
     split = tl.program_id(1)
@@ -183,20 +222,57 @@ def projection_gemv_kernel(
     w_ptrs = w_ptr + w_rows[:, None] * stride_w + offs_k[None, :]
     # x is read as a [BLOCK_N, BLOCK_K] tile with a zero row stride, in the weight tile's layout: each thread loads
     # the activations it multiplies (L1 hits after the first), and no shared-memory exchange is needed per step.
-    x_ptrs = x_ptr + row.to(tl.int64) * stride_xm + offs_k[None, :] + tl.zeros([BLOCK_N, 1], dtype=tl.int32)
+    in_row = offs_k[None, :] + tl.zeros([BLOCK_N, 1], dtype=tl.int32)
+    x_ptrs = x_ptr + row.to(tl.int64) * stride_xm + in_row
+    if ADD_NORM:
+        delta_ptrs = delta_ptr + row.to(tl.int64) * stride_dm + in_row
+        norm_w_ptrs = norm_w_ptr + in_row
+        inv_rms = _row_inverse_rms(x_ptr, delta_ptr, new_residual_ptr, row, K, eps, stride_xm, stride_dm,
+                                   (pid_n == 0) & (split == 0), BLOCK_K, INTERPRETED)
 
     begin, end, full_end = split_range(split, k_per_split, K, K, BLOCK_K)
     acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
     for k0 in range(begin, full_end, BLOCK_K):
-        acc += tl.load(w_ptrs + k0).to(tl.float32) * tl.load(x_ptrs + k0).to(tl.float32)
+        if ADD_NORM:
+            s = residual_sum(tl.load(x_ptrs + k0), tl.load(delta_ptrs + k0), INTERPRETED)
+            x = normalize(s, tl.load(norm_w_ptrs + k0), inv_rms, x_ptr.dtype.element_ty, INTERPRETED)
+        else:
+            x = tl.load(x_ptrs + k0)
+        acc += tl.load(w_ptrs + k0).to(tl.float32) * x.to(tl.float32)
     if full_end < end:  # at most one step: the slice's remainder (the last slice's may end at K)
         live = (full_end + offs_k < end)[None, :]
         w = tl.load(w_ptrs + full_end, mask=live, other=0.0).to(tl.float32)
-        acc += w * tl.load(x_ptrs + full_end, mask=live, other=0.0).to(tl.float32)
+        if ADD_NORM:  # past the end: s = 0 and weight 0, so the activation is 0
+            s = residual_sum(tl.load(x_ptrs + full_end, mask=live, other=0.0),
+                             tl.load(delta_ptrs + full_end, mask=live, other=0.0), INTERPRETED)
+            x = normalize(s, tl.load(norm_w_ptrs + full_end, mask=live, other=0.0), inv_rms,
+                          x_ptr.dtype.element_ty, INTERPRETED)
+        else:
+            x = tl.load(x_ptrs + full_end, mask=live, other=0.0)
+        acc += w * x.to(tl.float32)
     tile = row * tl.num_programs(0) + pid_n
     offs_m = row + tl.arange(0, 1)
     finish_tile(tl.sum(acc, axis=1)[None, :], out_ptr + first_col, b_ptr, partials_ptr, counters_ptr, tile, split,
                 tl.num_programs(1), offs_m, offs_n, M, n, stride_om, 1, HAS_BIAS, 1, BLOCK_N, INTERPRETED)
+
+
+@triton.jit
+def _row_inverse_rms(x_ptr, delta_ptr, new_residual_ptr, row, K, eps, stride_xm, stride_dm, store,
+                     BLOCK_K: tl.constexpr, INTERPRETED: tl.constexpr):
+    """``1 / rms(x + delta)`` of activation row ``row`` over all K (a scalar); where ``store``, also writes the row
+    ``x + delta`` to ``new_residual`` (contiguous ``[M, K]``)."""
+    offs = tl.arange(0, BLOCK_K)
+    # Written as a bound on k, not `live & store`: the interpreter rejects a mask of a tensor and a scalar anded.
+    stored_k = tl.where(store, K, 0)
+    squares = tl.zeros([BLOCK_K], dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        k = k0 + offs
+        live = k < K
+        s = residual_sum(tl.load(x_ptr + row.to(tl.int64) * stride_xm + k, mask=live, other=0.0),
+                         tl.load(delta_ptr + row.to(tl.int64) * stride_dm + k, mask=live, other=0.0), INTERPRETED)
+        squares += s * s
+        tl.store(new_residual_ptr + row.to(tl.int64) * K + k, s.to(x_ptr.dtype.element_ty), mask=k < stored_k)
+    return inverse_rms(tl.sum(squares, axis=0), K, eps)
 
 
 # --- ahead-of-time compile list -------------------------------------------------------------------------------------
@@ -206,24 +282,28 @@ def compile_specs(backend) -> list[dict]:
     specs = []
     for dtype in dtypes:
         t = TRITON_TYPES[dtype]
-        for has_bias in (True, False):
+        for has_bias, add_norm in ((True, False), (False, False), (True, True)):  # q/k/v of GPT-OSS: bias, norm
             signature = {
                 "x_ptr": f"*{t}", "w0_ptr": f"*{t}", "w1_ptr": f"*{t}", "w2_ptr": f"*{t}",
                 "b0_ptr": f"*{t}", "b1_ptr": f"*{t}", "b2_ptr": f"*{t}", "out_ptr": f"*{t}",
                 "partials_ptr": "*fp32", "counters_ptr": "*i32",
+                "delta_ptr": f"*{t}", "norm_w_ptr": "*fp32", "new_residual_ptr": f"*{t}", "eps": "fp32",
                 "M": "i32", "K": "i32", "n0": "i32", "n1": "i32", "n2": "i32", "k_per_split": "i32",
                 "stride_xm": "i32", "stride_w0": "i32", "stride_w1": "i32", "stride_w2": "i32", "stride_om": "i32",
-                "BLOCK_N": "constexpr", "BLOCK_K": "constexpr", "HAS_BIAS": "constexpr", "INTERPRETED": "constexpr",
-                "PDL": "constexpr",
+                "stride_dm": "i32",
+                "BLOCK_N": "constexpr", "BLOCK_K": "constexpr", "HAS_BIAS": "constexpr", "ADD_NORM": "constexpr",
+                "INTERPRETED": "constexpr", "PDL": "constexpr",
             }
             specs.append({
-                "name": f"projection_gemv_{t}_{'bias' if has_bias else 'nobias'}_n{CONFIG.block_n}_k{CONFIG.block_k}",
+                "name": (f"projection_gemv_{t}_{'bias' if has_bias else 'nobias'}{'_addnorm' if add_norm else ''}"
+                         f"_n{CONFIG.block_n}_k{CONFIG.block_k}"),
                 "fn": projection_gemv_kernel, "signature": signature,
                 "constexprs": {"BLOCK_N": CONFIG.block_n, "BLOCK_K": CONFIG.block_k, "HAS_BIAS": has_bias,
-                               "INTERPRETED": False, "PDL": Backend(backend) is Backend.HOPPER},
+                               "ADD_NORM": add_norm, "INTERPRETED": False,
+                               "PDL": Backend(backend) is Backend.HOPPER},
                 "num_warps": CONFIG.num_warps, "num_stages": 1,
                 # GPT-OSS: K = 2880 / 4096, N = 4096 / 512 / 2880, row strides the same: all multiples of 16.
                 "divisible_by_16": ["K", "n0", "n1", "n2", "k_per_split", "stride_xm", "stride_w0", "stride_w1",
-                                    "stride_w2", "stride_om"],
+                                    "stride_w2", "stride_om", "stride_dm"],
             })
     return specs

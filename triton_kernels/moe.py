@@ -37,6 +37,7 @@ from mxfp4.dispatch import Backend
 from . import moe_combine, moe_down, moe_down_gemv, moe_gate_up, moe_gate_up_gemv, moe_routing, moe_sort
 from .launch import TRITON_TYPES
 from .moe_common import next_power_of_2_at_least
+from .rms_norm import AddNorm
 
 #: Pairs (tokens * k) up to which the weight-streaming GEMVs may run (decode) ...
 GEMV_MAX_PAIRS = 32
@@ -130,7 +131,7 @@ def gemm_configs(backend: Backend, pairs: int, num_experts: int) -> tuple[GemmCo
 
 
 def moe(x, router_w, router_b, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b2, top_k, alpha, limit, backend,
-        add_norm: moe_routing.AddNorm | None = None):
+        add_norm: AddNorm | None = None):
     """``[T, H]`` in ``x.dtype``: the GPT-OSS MoE of ``x [T, H]`` (T >= 1), arguments as validated by ``mxfp4.moe``.
 
     Args:
@@ -138,7 +139,7 @@ def moe(x, router_w, router_b, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b
         w1_blocks: ``uint8 [E, 2I, ceil(H/32), 16]``, w1_scales ``uint8 [E, 2I, ceil(H/32)]`` (gate/up interleaved).
         w2_blocks: ``uint8 [E, H, ceil(I/32), 16]``, w2_scales ``uint8 [E, H, ceil(I/32)]``.
         top_k: 1..E. alpha, limit: SwiGLU constants (float). backend: Backend.HOPPER / BF16 / FP32.
-        add_norm: a :class:`moe_routing.AddNorm`: x is then the delta added to its residual, the experts see
+        add_norm: a :class:`rms_norm.AddNorm`: x is then the delta added to its residual, the experts see
             ``rms_norm(residual + x) * weight`` (computed inside the router's launch), and the result is the pair
             ``(residual + x, MoE output)``.
 

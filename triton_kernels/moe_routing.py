@@ -27,8 +27,6 @@ normed rows, which the expert GEMMs then read.
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 import triton
 import triton.language as tl
@@ -36,7 +34,8 @@ import triton.language as tl
 from mxfp4.dispatch import programmatic_dependent_launch, triton_interpreter_enabled
 
 from .launch import current_stream, reduction_workspace, wait_for_inputs
-from .moe_common import cast, next_power_of_2_at_least
+from .moe_common import next_power_of_2_at_least
+from .rms_norm import AddNorm, inverse_rms, normalize, residual_sum
 
 #: Tokens per program of the prefill kernel (tensor-core dots need every dim >= 16), and the most tokens the
 #: decode kernel routes (its last program holds all of them).
@@ -47,19 +46,6 @@ ROUTE_NUM_WARPS = 4
 DECODE_TILE_ELEMENTS = 4096
 
 _WORKSPACES: dict = {}
-
-
-@dataclasses.dataclass(frozen=True)
-class AddNorm:
-    """The residual add and RMSNorm that precede the router: route ``rms_norm(residual + x) * weight`` instead of x.
-
-    residual: ``[T, H]`` of x's dtype, unit stride along H. weight: ``[H]`` float (GPT-OSS keeps it float32).
-    eps: the norm's epsilon.
-    """
-
-    residual: torch.Tensor
-    weight: torch.Tensor
-    eps: float
 
 
 def route(x: torch.Tensor, router_w: torch.Tensor, router_b: torch.Tensor, top_k: int, *, sort: bool = False,
@@ -96,13 +82,10 @@ def route(x: torch.Tensor, router_w: torch.Tensor, router_b: torch.Tensor, top_k
     router_b = router_b.contiguous()
     block_e = route_block_e(num_experts)
     if add_norm is not None:
-        residual = add_norm.residual if add_norm.residual.stride(1) == 1 else add_norm.residual.contiguous()
-        delta = x if x.stride(1) == 1 else x.contiguous()
-        norm_weight = add_norm.weight.contiguous()
-        new_residual = torch.empty((tokens, hidden), dtype=x.dtype, device=x.device)
+        residual, delta, norm_weight, new_residual, eps = add_norm.operands(x)
         normed = torch.empty((tokens, hidden), dtype=x.dtype, device=x.device)
         # The kernels read the residual through x's arguments and the delta through their own.
-        x, stride_dt, eps = residual, delta.stride(0), float(add_norm.eps)
+        x, stride_dt = residual, delta.stride(0)
     else:  # never touched (ADD_NORM is a constexpr)
         delta = norm_weight = new_residual = normed = x
         stride_dt, eps = 0, 0.0
@@ -211,40 +194,37 @@ def load_activations(x_ptr, token, token_ok, h0, hidden, stride_xt, stride_xh, B
 
 
 @triton.jit
-def residual_sum(x_ptr, delta_ptr, token, token_ok, h0, hidden, stride_xt, stride_xh, stride_dt,
-                 BLOCK_H: tl.constexpr, INTERPRETED: tl.constexpr):
-    """``x + delta`` at columns ``h0 : h0 + BLOCK_H`` rounded to x's dtype, as torch adds two tensors of that dtype
-    (float32 ``[len(token), BLOCK_H]``, zeros past T and H)."""
-    x = load_activations(x_ptr, token, token_ok, h0, hidden, stride_xt, stride_xh, BLOCK_H).to(tl.float32)
-    delta = load_activations(delta_ptr, token, token_ok, h0, hidden, stride_dt, 1, BLOCK_H).to(tl.float32)
-    return cast(x + delta, x_ptr.dtype.element_ty, INTERPRETED).to(tl.float32)
+def added_rows(x_ptr, delta_ptr, token, token_ok, h0, hidden, stride_xt, stride_xh, stride_dt,
+               BLOCK_H: tl.constexpr, INTERPRETED: tl.constexpr):
+    """float32 ``[len(token), BLOCK_H]``: ``x + delta`` at columns ``h0 : h0 + BLOCK_H`` rounded to x's dtype
+    (``rms_norm.residual_sum``), zeros past T and H."""
+    x = load_activations(x_ptr, token, token_ok, h0, hidden, stride_xt, stride_xh, BLOCK_H)
+    delta = load_activations(delta_ptr, token, token_ok, h0, hidden, stride_dt, 1, BLOCK_H)
+    return residual_sum(x, delta, INTERPRETED)
 
 
 @triton.jit
-def inverse_rms(x_ptr, delta_ptr, token, token_ok, hidden, eps, stride_xt, stride_xh, stride_dt,
-                BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr, INTERPRETED: tl.constexpr):
-    """float32 ``[BLOCK_T]``: ``1 / sqrt(mean((x + delta)**2) + eps)`` per token, over the H columns; correctly
-    rounded square root and division (torch's rsqrt differs by at most an ulp)."""
+def rows_inverse_rms(x_ptr, delta_ptr, token, token_ok, hidden, eps, stride_xt, stride_xh, stride_dt,
+                     BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr, INTERPRETED: tl.constexpr):
+    """float32 ``[BLOCK_T]``: ``1 / sqrt(mean((x + delta)**2) + eps)`` per token, over the H columns."""
     squares = tl.zeros((BLOCK_T, BLOCK_H), dtype=tl.float32)
     for h0 in range(0, hidden, BLOCK_H):
-        s = residual_sum(x_ptr, delta_ptr, token, token_ok, h0, hidden, stride_xt, stride_xh, stride_dt, BLOCK_H,
-                         INTERPRETED)
+        s = added_rows(x_ptr, delta_ptr, token, token_ok, h0, hidden, stride_xt, stride_xh, stride_dt, BLOCK_H,
+                       INTERPRETED)
         squares += s * s
-    mean = tl.div_rn(tl.sum(squares, axis=1), tl.full((BLOCK_T,), hidden, tl.float32))
-    return tl.div_rn(tl.full((BLOCK_T,), 1.0, tl.float32), tl.sqrt_rn(mean + eps))
+    return inverse_rms(tl.sum(squares, axis=1), hidden, eps)
 
 
 @triton.jit
 def add_norm_rows(x_ptr, delta_ptr, norm_w_ptr, new_residual_ptr, normed_ptr, inv_rms, token, token_ok, store_ok,
                   h0, hidden, stride_xt, stride_xh, stride_dt, BLOCK_H: tl.constexpr, INTERPRETED: tl.constexpr):
-    """The normed rows at columns ``h0 : h0 + BLOCK_H``, rounded to x's dtype: ``weight * ((x + delta) * inv_rms)``
-    in float32 (``mxfp4.models.gpt_oss.rms_norm``'s order). Where ``store_ok`` (``[len(token)]``), also stores them
-    and the new residual ``x + delta`` (both contiguous ``[T, H]``)."""
-    s = residual_sum(x_ptr, delta_ptr, token, token_ok, h0, hidden, stride_xt, stride_xh, stride_dt, BLOCK_H,
-                     INTERPRETED)
+    """The normed rows at columns ``h0 : h0 + BLOCK_H`` in x's dtype (``rms_norm.normalize``). Where ``store_ok``
+    (``[len(token)]``), also stores them and the new residual ``x + delta`` (both contiguous ``[T, H]``)."""
+    s = added_rows(x_ptr, delta_ptr, token, token_ok, h0, hidden, stride_xt, stride_xh, stride_dt, BLOCK_H,
+                   INTERPRETED)
     h = h0 + tl.arange(0, BLOCK_H)
-    weight = tl.load(norm_w_ptr + h, mask=h < hidden, other=0.0).to(tl.float32)
-    normed = cast(weight[None, :] * (s * inv_rms[:, None]), x_ptr.dtype.element_ty, INTERPRETED)
+    weight = tl.load(norm_w_ptr + h, mask=h < hidden, other=0.0)
+    normed = normalize(s, weight[None, :], inv_rms[:, None], x_ptr.dtype.element_ty, INTERPRETED)
     offsets = token[:, None] * hidden + h[None, :]
     mask = store_ok[:, None] & (h < hidden)[None, :]
     tl.store(new_residual_ptr + offsets, s.to(x_ptr.dtype.element_ty), mask=mask)  # exact: s is already rounded
@@ -310,8 +290,8 @@ def route_decode_kernel(
     token = tl.arange(0, BLOCK_T)
     token_ok = token < tokens
     if ADD_NORM:
-        inv_rms = inverse_rms(x_ptr, delta_ptr, token, token_ok, hidden, eps, stride_xt, stride_xh, stride_dt,
-                              BLOCK_T, BLOCK_H, INTERPRETED)
+        inv_rms = rows_inverse_rms(x_ptr, delta_ptr, token, token_ok, hidden, eps, stride_xt, stride_xh,
+                                   stride_dt, BLOCK_T, BLOCK_H, INTERPRETED)
     # Products in float32 (exact for 16-bit inputs), summed per column across K steps, then across columns.
     acc = tl.zeros((BLOCK_T, BLOCK_H), dtype=tl.float32)
     for h0 in range(0, hidden, BLOCK_H):
@@ -359,8 +339,8 @@ def route_topk_softmax_kernel(
     expert = tl.arange(0, BLOCK_E)
     expert_ok = expert < num_experts
     if ADD_NORM:
-        inv_rms = inverse_rms(x_ptr, delta_ptr, token, token_ok, hidden, eps, stride_xt, stride_xh, stride_dt,
-                              BLOCK_T, BLOCK_H, INTERPRETED)
+        inv_rms = rows_inverse_rms(x_ptr, delta_ptr, token, token_ok, hidden, eps, stride_xt, stride_xh,
+                                   stride_dt, BLOCK_T, BLOCK_H, INTERPRETED)
 
     logits = tl.zeros((BLOCK_T, BLOCK_E), dtype=tl.float32)
     for h0 in range(0, hidden, BLOCK_H):

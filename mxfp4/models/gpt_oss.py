@@ -485,13 +485,31 @@ class Attention(nn.Module):
         self.backend = backend
 
     def forward(self, x, cos, sin, columns, pad, use_cache: bool) -> torch.Tensor:
-        batch, length, _ = x.shape
-        triton_path = choose_backend(x.device, self.backend).uses_triton
-        gemv = batch * length <= GEMV_PROJECTION_TOKENS and triton_path
+        triton_path, gemv = self._paths(x)
         if gemv:
             q, k, v = project(x, (self.q_proj, self.k_proj, self.v_proj))
         else:
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        return self._attend(q, k, v, cos, sin, columns, pad, use_cache, triton_path, gemv)
+
+    def add_norm_forward(self, x, delta, norm: RMSNorm, cos, sin, columns, pad, use_cache: bool):
+        """``(x + delta, self(norm(x + delta)))``; where q/k/v run as one GEMV, the add and the norm run inside
+        that launch (``dense_gemv.projections(add_norm=...)``): one launch fewer per layer."""
+        triton_path, gemv = self._paths(x)
+        if not gemv or delta is None:
+            x, h = norm.add_and_norm(x, delta)
+            return x, self(h, cos, sin, columns, pad, use_cache)
+        x, (q, k, v) = project(delta, (self.q_proj, self.k_proj, self.v_proj), residual=x, norm=norm)
+        return x, self._attend(q, k, v, cos, sin, columns, pad, use_cache, triton_path, gemv)
+
+    def _paths(self, x) -> tuple[bool, bool]:
+        """(Triton kernels run, the projections run as weight-streaming GEMVs) for input ``x [B, T, H]``."""
+        batch, length, _ = x.shape
+        triton_path = choose_backend(x.device, self.backend).uses_triton
+        return triton_path, batch * length <= GEMV_PROJECTION_TOKENS and triton_path
+
+    def _attend(self, q, k, v, cos, sin, columns, pad, use_cache: bool, triton_path: bool, gemv: bool):
+        batch, length, _ = q.shape
         if use_cache and length == 1 and triton_path:
             return self.decode(q, k, v, cos, sin, columns, pad, gemv)
         q = q.view(batch, length, self.heads, self.head_dim).transpose(1, 2)
@@ -527,15 +545,23 @@ class Attention(nn.Module):
         return project(out, (self.o_proj,))[0] if gemv else self.o_proj(out)
 
 
-def project(x: torch.Tensor, linears) -> list[torch.Tensor]:
+def project(x: torch.Tensor, linears, residual: torch.Tensor | None = None, norm: RMSNorm | None = None):
     """``[linear(x) for linear in linears]`` (same input, bf16 / fp16 / fp32 ``nn.Linear`` modules) in one
-    weight-streaming launch; each result ``[..., out_features]`` is a view of the launch's one output."""
+    weight-streaming launch; each result ``[..., out_features]`` is a view of the launch's one output. With
+    ``residual`` and ``norm``: ``(residual + x, [linear(norm(residual + x)) ...])``, the add and norm in the launch."""
     from ..triton_kernels.dense_gemv import projections
+    from ..triton_kernels.rms_norm import AddNorm
 
     weights = [linear.weight for linear in linears]
     biases = None if linears[0].bias is None else [linear.bias for linear in linears]
-    out = projections(x.reshape(-1, x.shape[-1]), weights, biases)
-    return [part.view(*x.shape[:-1], part.shape[-1]) for part in out.split([w.shape[0] for w in weights], dim=-1)]
+    flat = x.reshape(-1, x.shape[-1])
+    if residual is None:
+        out = projections(flat, weights, biases)
+    else:
+        add_norm = AddNorm(residual.reshape(flat.shape), norm.weight, norm.eps)
+        new_residual, out = projections(flat, weights, biases, add_norm=add_norm)
+    parts = [part.view(*x.shape[:-1], part.shape[-1]) for part in out.split([w.shape[0] for w in weights], dim=-1)]
+    return parts if residual is None else (new_residual.view(residual.shape), parts)
 
 
 class Experts(nn.Module):
@@ -609,10 +635,10 @@ class DecoderLayer(nn.Module):
     def forward(self, x, pending, cos, sin, columns, pad, use_cache: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """``(residual stream, this layer's MoE output)``. The MoE output is not added here: the next norm adds
         ``pending`` (the previous layer's) to the stream, so each residual add shares a kernel with the norm after
-        it -- 48 fewer launches per gpt-oss-20b decode step; the add and norm after attention run inside the MoE's
-        router launch -- 24 fewer."""
-        x, h = self.input_layernorm.add_and_norm(x, pending)
-        attention = self.self_attn(h, cos, sin, columns, pad, use_cache)
+        it. On the Triton paths that kernel is a consumer's own launch: the MoE router runs the norm after attention
+        and, at decode, the q/k/v projection GEMV the norm before it -- no launch of their own (2 per layer before)."""
+        x, attention = self.self_attn.add_norm_forward(x, pending, self.input_layernorm, cos, sin, columns, pad,
+                                                       use_cache)
         return self.mlp.add_norm_forward(x, attention, self.post_attention_layernorm)
 
 

@@ -5,7 +5,7 @@ python3 -m pip install -q --no-build-isolation --no-deps -e . >/dev/null 2>&1 ||
 export PYTHONUNBUFFERED=1 HYPOTHESIS_PROFILE=ci
 D=bench/results/2026-12-07-h100-session7
 P="python3 -m pytest -q -rs -p no:logging -W ignore -p no:cacheprovider"
-timeout 100 $P tests/test_moe.py -k "fused_add_norm or route or programmatic or graph or gemv" 2>&1 | tail -4
+timeout 100 $P tests/test_moe.py -k "fused_add_norm or route or programmatic or graph or gemv" tests/test_triton_dense_gemv.py 2>&1 | tail -4
 timeout 90 $P tests/test_gpt_oss.py -k gpu 2>&1 | tail -2
-timeout 200 python3 $D/pdl_ab.py --model 2>&1 | tee $OUT/model_ab.log | grep -E "gpt-oss|Error|error" | head
+timeout 230 python3 $D/pdl_ab.py --model 2>&1 | tee $OUT/model_ab.log | grep -E "gpt-oss|Error|error" | head
 timeout 150 python3 bench/gpt_oss_gpu.py --skip-baseline --json $OUT/gpt_oss_20b.json 2>&1 | tail -3

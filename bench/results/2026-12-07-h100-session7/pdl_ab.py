@@ -5,8 +5,8 @@ alternating so that clock and thermal drift hit both sides alike.
      CUDA graph over 3 weight copies (past L2), us per layer;
   2. ``--sweep``: the down GEMV's launch shapes at T = 1 with BLOCK_N = 4 (never swept before) next to the table's;
   3. ``--model``: gpt-oss-20b (random MXFP4 experts) batch-1 decode through the CUDA-graph-captured step, tok/s,
-     for four variants: the add + norm after attention fused into the router's launch with PDL everywhere /
-     without PDL / with PDL on the MoE kernels only, and the unfused layer of session 6 without PDL.
+     for five variants: both norms fused (into the q/k/v GEMV and the router) without PDL / with PDL everywhere /
+     with PDL on the MoE kernels only; only the norm after attention fused; the unfused layer of session 6.
 """
 import os
 import sys
@@ -74,24 +74,36 @@ if "--model" in sys.argv:
     fused_forward = gpt_oss.DecoderLayer.forward
     pdl_everywhere = dense_gemv.programmatic_dependent_launch
 
+    def router_fused_forward(self, x, pending, cos, sin, columns, pad, use_cache):
+        x, h = self.input_layernorm.add_and_norm(x, pending)
+        return self.mlp.add_norm_forward(x, self.self_attn(h, cos, sin, columns, pad, use_cache),
+                                         self.post_attention_layernorm)
+
     def unfused_forward(self, x, pending, cos, sin, columns, pad, use_cache):  # the layer before this session
         x, h = self.input_layernorm.add_and_norm(x, pending)
         x, h = self.post_attention_layernorm.add_and_norm(x, self.self_attn(h, cos, sin, columns, pad, use_cache))
         return x, self.mlp(h)
 
+    VARIANTS = {  # name: (layer forward, PDL, PDL on the MoE kernels only)
+        "both-norms-fused": (fused_forward, False, False),
+        "both+pdl": (fused_forward, True, False),
+        "both+pdl-moe-only": (fused_forward, True, True),
+        "router-norm-fused": (router_fused_forward, False, False),
+        "unfused": (unfused_forward, False, False),
+    }
+
     def variant(name):
-        fused, pdl, moe_only = {"fused+pdl": (1, 1, 0), "fused": (1, 0, 0), "fused+pdl-moe-only": (1, 1, 1),
-                                "unfused": (0, 0, 0)}[name]
-        gpt_oss.DecoderLayer.forward = fused_forward if fused else unfused_forward
-        set_pdl(bool(pdl))
+        forward, pdl, moe_only = VARIANTS[name]
+        gpt_oss.DecoderLayer.forward = forward
+        set_pdl(pdl)
         attention_pdl = (lambda device: False) if moe_only else pdl_everywhere
         dense_gemv.programmatic_dependent_launch = decode_attention.programmatic_dependent_launch = attention_pdl
 
     model = gpt_oss.GptOss.from_config(gpt_oss.GptOssConfig.from_name("gpt-oss-20b"), device="cuda").init_random_(0)
-    names = ["fused+pdl", "fused", "fused+pdl-moe-only", "unfused"]
     for rnd in range(3):
         cells = []
-        for name in names:
+        for name in VARIANTS:
             variant(name)
             cells.append(f"{name} {1 / time_decode(model, 1, 128, 400, graph=True):6.1f}")
         print(f"gpt-oss-20b batch-1 decode tok/s, CUDA graph, round {rnd}: " + "   ".join(cells), flush=True)
+    variant("both-norms-fused")
