@@ -5,8 +5,8 @@ alternating so that clock and thermal drift hit both sides alike.
      CUDA graph over 3 weight copies (past L2), us per layer;
   2. ``--sweep``: the down GEMV's launch shapes at T = 1 with BLOCK_N = 4 (never swept before) next to the table's;
   3. ``--model``: gpt-oss-20b (random MXFP4 experts) batch-1 decode through the CUDA-graph-captured step, tok/s,
-     for five variants: both norms fused (into the q/k/v GEMV and the router) without PDL / with PDL everywhere /
-     with PDL on the MoE kernels only; only the norm after attention fused; the unfused layer of session 6.
+     for three variants: both norms fused (into the q/k/v GEMV and the router) without PDL / with PDL; the
+     unfused layer of session 6 without PDL.
 """
 import os
 import sys
@@ -74,11 +74,6 @@ if "--model" in sys.argv:
     fused_forward = gpt_oss.DecoderLayer.forward
     pdl_everywhere = dense_gemv.programmatic_dependent_launch
 
-    def router_fused_forward(self, x, pending, cos, sin, columns, pad, use_cache):
-        x, h = self.input_layernorm.add_and_norm(x, pending)
-        return self.mlp.add_norm_forward(x, self.self_attn(h, cos, sin, columns, pad, use_cache),
-                                         self.post_attention_layernorm)
-
     def unfused_forward(self, x, pending, cos, sin, columns, pad, use_cache):  # the layer before this session
         x, h = self.input_layernorm.add_and_norm(x, pending)
         x, h = self.post_attention_layernorm.add_and_norm(x, self.self_attn(h, cos, sin, columns, pad, use_cache))
@@ -87,8 +82,6 @@ if "--model" in sys.argv:
     VARIANTS = {  # name: (layer forward, PDL, PDL on the MoE kernels only)
         "both-norms-fused": (fused_forward, False, False),
         "both+pdl": (fused_forward, True, False),
-        "both+pdl-moe-only": (fused_forward, True, True),
-        "router-norm-fused": (router_fused_forward, False, False),
         "unfused": (unfused_forward, False, False),
     }
 
