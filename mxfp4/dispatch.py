@@ -21,8 +21,6 @@ import importlib.util
 import os
 
 ENV_VAR = "MXFP4_BACKEND"
-#: Set to 0 to launch the decode kernels without programmatic dependent launch (for A/B timing, or to debug).
-PDL_ENV_VAR = "MXFP4_PDL"
 
 #: Minimum compute capability of each Triton path (what it is compiled for in CI).
 MIN_CAPABILITY = {"hopper": (9, 0), "bf16": (8, 0), "fp32": (7, 5)}
@@ -122,29 +120,6 @@ def check_backend(backend: Backend, device) -> None:
             )
     else:
         raise BackendUnavailableError(f"backend {backend.value!r} cannot run on device {device}; use backend='torch'")
-
-
-#: Programmatic dependent launch (PTX griddepcontrol, a launch attribute) exists from sm_90 on.
-PDL_MIN_CAPABILITY = (9, 0)
-
-
-def programmatic_dependent_launch(device) -> bool:
-    """Whether the decode kernels on ``device`` launch with programmatic dependent launch (PDL).
-
-    A batch-1 decode step is a chain of short kernels, each of which would otherwise wait for the one before it
-    to drain before it is even scheduled. Launched with PDL (sm_90+), a kernel's programs become resident while
-    the previous kernel's last programs still run, and block in ``launch.wait_for_inputs`` until that kernel has
-    finished and its writes are visible. Off on the CPU (the interpreter has no grid dependencies), below sm_90,
-    and with ``MXFP4_PDL=0``.
-    """
-    import torch
-
-    device = device if isinstance(device, torch.device) else torch.device(device)
-    if device.type != "cuda" or triton_interpreter_enabled():
-        return False
-    if os.environ.get(PDL_ENV_VAR, "1").strip() in ("0", "false", "False", "no", "off"):
-        return False
-    return _capability(device) >= PDL_MIN_CAPABILITY
 
 
 def choose_backend(device, backend=None) -> Backend:

@@ -157,28 +157,3 @@ def test_triton_path_without_interpreter_in_a_fresh_process(tmp_path):
         [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0 and "OK" in result.stdout, result.stdout + result.stderr
-
-
-# --- programmatic dependent launch (the decode kernels on sm_90+) ----------------------------------------------------
-@pytest.mark.parametrize("capability, expected", [((8, 9), False), ((9, 0), True), ((10, 0), True)],
-                         ids=["sm_89", "sm_90", "sm_100"])
-def test_pdl_by_capability(monkeypatch, no_interpreter, capability, expected):
-    monkeypatch.delenv(dispatch.PDL_ENV_VAR, raising=False)
-    monkeypatch.setattr(dispatch, "_capability", lambda device: capability)
-    assert dispatch.programmatic_dependent_launch("cuda") is expected
-    assert dispatch.programmatic_dependent_launch(torch.device("cuda", 0)) is expected
-
-
-@pytest.mark.parametrize("value", ["0", "off", "false"])
-def test_pdl_environment_switch(monkeypatch, no_interpreter, value):
-    monkeypatch.setattr(dispatch, "_capability", lambda device: (9, 0))
-    monkeypatch.setenv(dispatch.PDL_ENV_VAR, value)
-    assert dispatch.programmatic_dependent_launch("cuda") is False
-    monkeypatch.setenv(dispatch.PDL_ENV_VAR, "1")
-    assert dispatch.programmatic_dependent_launch("cuda") is True
-
-
-def test_pdl_never_on_cpu_or_interpreted(monkeypatch, interpreter):
-    monkeypatch.setattr(dispatch, "_capability", lambda device: (9, 0))
-    assert dispatch.programmatic_dependent_launch("cpu") is False
-    assert dispatch.programmatic_dependent_launch("cuda") is False  # the interpreter has no grid dependencies

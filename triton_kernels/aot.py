@@ -60,7 +60,6 @@ _PACKAGE = "mxfp4.triton_kernels"
 _BF16_MMA = re.compile(r"\bmma\.sync\.aligned\.[\w.]*bf16")
 _WGMMA = re.compile(r"\bwgmma\.")
 _FTZ = re.compile(r"\.ftz\b")
-_GRID_WAIT = re.compile(r"\bgriddepcontrol\.wait\b")
 
 
 @dataclasses.dataclass
@@ -83,8 +82,6 @@ class BuildResult:
     wgmma: int = 0
     ftz: int = 0
     """Flush-to-zero float instructions in the PTX (the exact kernels must have none)."""
-    grid_waits: int = 0
-    """``griddepcontrol.wait`` in the PTX: the kernel is built for programmatic dependent launch (sm_90+)."""
     seconds: float = 0.0
     error: str | None = None
 
@@ -242,7 +239,6 @@ def _build_one(backend: str, module: str, capability: int, spec: dict) -> BuildR
         result.bf16_mma = len(_BF16_MMA.findall(ptx))
         result.wgmma = len(_WGMMA.findall(ptx))
         result.ftz = len(_FTZ.findall(ptx))
-        result.grid_waits = len(_GRID_WAIT.findall(ptx))
     result.seconds = time.perf_counter() - start
     return result
 

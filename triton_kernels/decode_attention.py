@@ -34,10 +34,10 @@ import torch
 import triton
 import triton.language as tl
 
-from mxfp4.dispatch import Backend, programmatic_dependent_launch
+from mxfp4.dispatch import Backend
 
 from .attention_common import ATTENTION_DTYPES, DOT_MIN, dot_operand, online_softmax_step, sink_weight
-from .launch import check_launchable, current_stream, next_pow2, on_device, reduction_workspace, wait_for_inputs
+from .launch import check_launchable, current_stream, next_pow2, on_device, reduction_workspace
 from .moe_common import cast
 
 __all__ = ["decode_attention", "num_splits", "compile_specs"]
@@ -96,7 +96,6 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: tor
     partials, counters = reduction_workspace(_WORKSPACES, q.device, stream,
                                              batch * kv_heads * splits * per_program if splits > 1 else 0,
                                              batch * kv_heads if splits > 1 else 0)
-    pdl = programmatic_dependent_launch(q.device)
     with on_device(q):
         decode_attention_kernel[(batch * kv_heads, splits)](
             q, k, v, cos, sin, keys, values, columns, column, pad, sinks, out, partials, counters,
@@ -105,7 +104,7 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: tor
             keys.stride(0), keys.stride(1), keys.stride(2), values.stride(0), values.stride(1), values.stride(2),
             columns.stride(0), out.stride(0),
             GROUP=group, HALF=dim // 2, GROUP_P=group_p, HALF_P=half_p, BLOCK_S=BLOCK_S, RING=bool(ring),
-            WINDOWED=window is not None, INTERPRETED=interpreted, PDL=pdl, num_warps=NUM_WARPS, launch_pdl=pdl,
+            WINDOWED=window is not None, INTERPRETED=interpreted, num_warps=NUM_WARPS,
         )  # fmt: skip
     return out
 
@@ -185,10 +184,9 @@ def decode_attention_kernel(
     stride_q, stride_k, stride_v, stride_cos, stride_sin,
     stride_kb, stride_kh, stride_ks, stride_vb, stride_vh, stride_vs, stride_col, stride_out,
     GROUP: tl.constexpr, HALF: tl.constexpr, GROUP_P: tl.constexpr, HALF_P: tl.constexpr, BLOCK_S: tl.constexpr,
-    RING: tl.constexpr, WINDOWED: tl.constexpr, INTERPRETED: tl.constexpr, PDL: tl.constexpr = False,
+    RING: tl.constexpr, WINDOWED: tl.constexpr, INTERPRETED: tl.constexpr,
 ):
     """Program (b * KV + g, split): see the module docstring. Halves of D are kept apart (RoPE pairs i, i + D/2)."""
-    wait_for_inputs(PDL)
     bg = tl.program_id(0)
     split = tl.program_id(1)
     num_splits = tl.num_programs(1)
@@ -350,8 +348,7 @@ def compile_specs(backend) -> list[dict]:
     specs = []
     for ring in (True, False):
         constexprs = {"GROUP": 8, "HALF": 32, "GROUP_P": DOT_MIN, "HALF_P": 32, "BLOCK_S": BLOCK_S, "RING": ring,
-                      "WINDOWED": ring, "INTERPRETED": False, "stride_col": 1,
-                      "PDL": Backend(backend) is Backend.HOPPER}
+                      "WINDOWED": ring, "INTERPRETED": False, "stride_col": 1}
         for name in constexprs:
             signature[name] = "constexpr"
         specs.append({"name": f"decode_attention_{dtype}_{'ring' if ring else 'full'}", "fn": decode_attention_kernel,

@@ -31,9 +31,9 @@ import torch
 import triton
 import triton.language as tl
 
-from mxfp4.dispatch import Backend, programmatic_dependent_launch
+from mxfp4.dispatch import Backend
 
-from .launch import TRITON_TYPES, check_launchable, current_stream, reduction_workspace, sm_count, wait_for_inputs
+from .launch import TRITON_TYPES, check_launchable, current_stream, reduction_workspace, sm_count
 from .rms_norm import AddNorm, inverse_rms, normalize, residual_sum
 from .splitk import SplitPolicy, finish_tile, split_k, split_range
 
@@ -117,13 +117,12 @@ def projections(x: torch.Tensor, weights, biases=None, *, add_norm: AddNorm | No
     padded = list(weights) + [weights[0]] * (MAX_WEIGHTS - len(weights))
     padded_bias = (list(biases) + [biases[0]] * (MAX_WEIGHTS - len(biases))) if biases else [out] * MAX_WEIGHTS
     padded_widths = widths + [0] * (MAX_WEIGHTS - len(widths))
-    pdl = programmatic_dependent_launch(x.device)
     projection_gemv_kernel[grid](
         x, *padded, *padded_bias, out, partials, counters, delta, norm_weight, new_residual, eps,
         M, K, *padded_widths, k_per_split,
         x.stride(0), *(w.stride(0) for w in padded), out.stride(0), stride_dm,
         BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, HAS_BIAS=bool(biases), ADD_NORM=add_norm is not None,
-        INTERPRETED=interpreted, PDL=pdl, num_warps=cfg.num_warps, launch_pdl=pdl,
+        INTERPRETED=interpreted, num_warps=cfg.num_warps,
     )
     return out if add_norm is None else (new_residual, out)
 
@@ -198,12 +197,11 @@ def projection_gemv_kernel(
     M, K, n0, n1, n2, k_per_split,
     stride_xm, stride_w0, stride_w1, stride_w2, stride_om, stride_dm,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, HAS_BIAS: tl.constexpr, ADD_NORM: tl.constexpr = False,
-    INTERPRETED: tl.constexpr = False, PDL: tl.constexpr = False,
+    INTERPRETED: tl.constexpr = False,
 ):
     """out[m, c_i + n] = sum_k x[m, k] * W_i[n, k] (+ b_i[n]) with c_i = n_0 + ... + n_{i-1}; grid
     (tiles of all weights, K slices, M). ``ADD_NORM``: x is the residual, the activations are
     ``rms_norm(x + delta) * norm_w``, and the programs of tile 0, slice 0 store ``x + delta``."""
-    wait_for_inputs(PDL)
     pid_n = tl.program_id(0)
     split = tl.program_id(1)
     row = tl.program_id(2)
@@ -292,15 +290,14 @@ def compile_specs(backend) -> list[dict]:
                 "stride_xm": "i32", "stride_w0": "i32", "stride_w1": "i32", "stride_w2": "i32", "stride_om": "i32",
                 "stride_dm": "i32",
                 "BLOCK_N": "constexpr", "BLOCK_K": "constexpr", "HAS_BIAS": "constexpr", "ADD_NORM": "constexpr",
-                "INTERPRETED": "constexpr", "PDL": "constexpr",
+                "INTERPRETED": "constexpr",
             }
             specs.append({
                 "name": (f"projection_gemv_{t}_{'bias' if has_bias else 'nobias'}{'_addnorm' if add_norm else ''}"
                          f"_n{CONFIG.block_n}_k{CONFIG.block_k}"),
                 "fn": projection_gemv_kernel, "signature": signature,
                 "constexprs": {"BLOCK_N": CONFIG.block_n, "BLOCK_K": CONFIG.block_k, "HAS_BIAS": has_bias,
-                               "ADD_NORM": add_norm, "INTERPRETED": False,
-                               "PDL": Backend(backend) is Backend.HOPPER},
+                               "ADD_NORM": add_norm, "INTERPRETED": False},
                 "num_warps": CONFIG.num_warps, "num_stages": 1,
                 # GPT-OSS: K = 2880 / 4096, N = 4096 / 512 / 2880, row strides the same: all multiples of 16.
                 "divisible_by_16": ["K", "n0", "n1", "n2", "k_per_split", "stride_xm", "stride_w0", "stride_w1",

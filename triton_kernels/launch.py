@@ -117,20 +117,6 @@ def current_stream(device_index: int) -> int:
 
 
 @triton.jit
-def wait_for_inputs(PDL: tl.constexpr):
-    """First thing a kernel launched with programmatic dependent launch does (``PDL``; nothing otherwise).
-
-    Wait until the kernel launched before it has finished and its writes are visible (``griddepcontrol.wait``),
-    then let the next one be scheduled (``griddepcontrol.launch_dependents``). Called by every program before it
-    touches global memory, so a kernel never finishes before its predecessor: a kernel two launches back is always
-    complete, and a dependent's waiting programs only take the slots this kernel's last wave leaves free.
-    """
-    if PDL:
-        tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
-
-
-@triton.jit
 def tile_coordinates(pid, rows, groups, ROW_TILE: tl.constexpr, GROUP_TILE: tl.constexpr):
     """``(outer index, row tile, group tile)`` of program ``pid`` on a grid of ``outer * row tiles * group tiles``
     programs, group tiles fastest (neighbouring programs touch neighbouring bytes)."""

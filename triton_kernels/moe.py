@@ -228,11 +228,9 @@ def compile_specs(backend: Backend, activation: torch.dtype | None = None,
         ):
             name = (f"moe_{kernel.__name__.removesuffix('_kernel')}_{backend.value}_{act_type}"
                     f"_n{config.block_n}_g{config.block_g}_w{config.num_warps}")
-            # As launched: with programmatic dependent launch on sm_90 (dispatch.programmatic_dependent_launch).
-            specs.append(_spec(name, kernel, module, config, act_type, hidden_act_type,
-                               {"PDL": backend is Backend.HOPPER}))
+            specs.append(_spec(name, kernel, module, config, act_type, hidden_act_type))
     for experts in num_experts:
-        specs += moe_routing.compile_specs(act_type, experts, pdl=backend is Backend.HOPPER)
+        specs += moe_routing.compile_specs(act_type, experts)
         specs += moe_sort.compile_specs(experts)
         for regime, pairs in (("decode", GEMV_MAX_PAIRS + 1), ("prefill", DECODE_MAX_PAIRS + 1)):
             gate_up_config, down_config = gemm_configs(backend, pairs, experts)
@@ -245,13 +243,13 @@ def compile_specs(backend: Backend, activation: torch.dtype | None = None,
     return specs
 
 
-def _spec(name, kernel, module, config, act_type: str, hidden_act_type: str, constexprs=None) -> dict:
+def _spec(name, kernel, module, config, act_type: str, hidden_act_type: str) -> dict:
     """One cubin spec of an MoE GEMM kernel (module: its file, with ``signature`` and the GPT-OSS specializations)."""
     return {
         "name": name,
         "fn": kernel,
         "signature": module.signature(act_type, hidden_act_type),
-        "constexprs": {**module.GPT_OSS_CONSTEXPRS, **config.constexprs(), **(constexprs or {})},
+        "constexprs": {**module.GPT_OSS_CONSTEXPRS, **config.constexprs()},
         "num_warps": config.num_warps,
         "num_stages": config.num_stages,
         "divisible_by_16": module.GPT_OSS_DIVISIBLE_BY_16,

@@ -23,9 +23,9 @@ import torch
 import triton
 import triton.language as tl
 
-from mxfp4.dispatch import programmatic_dependent_launch, triton_interpreter_enabled
+from mxfp4.dispatch import triton_interpreter_enabled
 
-from .launch import current_stream, reduction_workspace, wait_for_inputs, word_aligned
+from .launch import current_stream, reduction_workspace, word_aligned
 from .moe_common import expert_rows_gemv
 from .splitk import finish_tile
 
@@ -56,13 +56,12 @@ def down_combine_gemv(act, expert_ids, routing_weights, w2_blocks, w2_scales, b2
     partials, counters = reduction_workspace(_WORKSPACES, act.device, stream,
                                              tokens * top_k * feature_blocks * config.block_n, tokens * feature_blocks)
     grid = (tokens * top_k, feature_blocks)
-    pdl = programmatic_dependent_launch(act.device)
     down_combine_gemv_kernel[grid](
         act, expert_ids, routing_weights, w2_blocks, w2_scales, b2, out, partials, counters,
         hidden, intermediate, top_k,
         w2_blocks.stride(0), w2_blocks.stride(1), w2_scales.stride(0), w2_scales.stride(1),
-        BLOCK_N=config.block_n, BLOCK_G=config.block_g, INTERPRETED=triton_interpreter_enabled(), PDL=pdl,
-        num_warps=config.num_warps, num_stages=config.num_stages, launch_pdl=pdl,
+        BLOCK_N=config.block_n, BLOCK_G=config.block_g, INTERPRETED=triton_interpreter_enabled(),
+        num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return out
 
@@ -79,7 +78,7 @@ def signature(activation: str, act: str) -> dict:
         "partials_ptr": "*fp32", "counters_ptr": "*i32",
         "hidden": "i32", "intermediate": "i32", "top_k": "i32",
         "blocks_stride_e": "i32", "blocks_stride_n": "i32", "scales_stride_e": "i32", "scales_stride_n": "i32",
-        "BLOCK_N": "constexpr", "BLOCK_G": "constexpr", "INTERPRETED": "constexpr", "PDL": "constexpr",
+        "BLOCK_N": "constexpr", "BLOCK_G": "constexpr", "INTERPRETED": "constexpr",
     }
 
 
@@ -88,9 +87,8 @@ def down_combine_gemv_kernel(
     act_ptr, expert_ids_ptr, routing_weights_ptr, blocks_ptr, scales_ptr, bias_ptr, out_ptr, partials_ptr,
     counters_ptr, hidden, intermediate, top_k,
     blocks_stride_e, blocks_stride_n, scales_stride_e, scales_stride_n,
-    BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, INTERPRETED: tl.constexpr, PDL: tl.constexpr = False,
+    BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, INTERPRETED: tl.constexpr,
 ):
-    wait_for_inputs(PDL)
     pair = tl.program_id(0)
     feature_block = tl.program_id(1)
     token = pair // top_k

@@ -24,9 +24,9 @@ import torch
 import triton
 import triton.language as tl
 
-from mxfp4.dispatch import programmatic_dependent_launch, triton_interpreter_enabled
+from mxfp4.dispatch import triton_interpreter_enabled
 
-from .launch import wait_for_inputs, word_aligned
+from .launch import word_aligned
 from .moe_common import cast, expert_rows_gemv, swiglu
 
 
@@ -53,14 +53,13 @@ def gate_up_swiglu_gemv(x, expert_ids, w1_blocks, w1_scales, b1, alpha, limit, c
     if pairs == 0:
         return act
     grid = (pairs, triton.cdiv(intermediate, config.block_n))
-    pdl = programmatic_dependent_launch(x.device)
     gate_up_swiglu_gemv_kernel[grid](
         x, expert_ids, w1_blocks, w1_scales, b1, act,
         hidden, intermediate, top_k, x.stride(0),
         w1_blocks.stride(0), w1_blocks.stride(1), w1_scales.stride(0), w1_scales.stride(1),
         alpha, limit,
-        BLOCK_N=config.block_n, BLOCK_G=config.block_g, INTERPRETED=triton_interpreter_enabled(), PDL=pdl,
-        num_warps=config.num_warps, num_stages=config.num_stages, launch_pdl=pdl,
+        BLOCK_N=config.block_n, BLOCK_G=config.block_g, INTERPRETED=triton_interpreter_enabled(),
+        num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return act
 
@@ -78,7 +77,7 @@ def signature(activation: str, act: str) -> dict:
         "hidden": "i32", "intermediate": "i32", "top_k": "i32", "stride_xt": "i32",
         "blocks_stride_e": "i32", "blocks_stride_n": "i32", "scales_stride_e": "i32", "scales_stride_n": "i32",
         "alpha": "fp32", "limit": "fp32",
-        "BLOCK_N": "constexpr", "BLOCK_G": "constexpr", "INTERPRETED": "constexpr", "PDL": "constexpr",
+        "BLOCK_N": "constexpr", "BLOCK_G": "constexpr", "INTERPRETED": "constexpr",
     }
 
 
@@ -88,9 +87,8 @@ def gate_up_swiglu_gemv_kernel(
     hidden, intermediate, top_k, stride_xt,
     blocks_stride_e, blocks_stride_n, scales_stride_e, scales_stride_n,
     alpha, limit,
-    BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, INTERPRETED: tl.constexpr, PDL: tl.constexpr = False,
+    BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, INTERPRETED: tl.constexpr,
 ):
-    wait_for_inputs(PDL)
     pair = tl.program_id(0)
     token = pair // top_k
     expert = tl.load(expert_ids_ptr + pair).to(tl.int64)

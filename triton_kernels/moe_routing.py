@@ -31,9 +31,9 @@ import torch
 import triton
 import triton.language as tl
 
-from mxfp4.dispatch import programmatic_dependent_launch, triton_interpreter_enabled
+from mxfp4.dispatch import triton_interpreter_enabled
 
-from .launch import current_stream, reduction_workspace, wait_for_inputs
+from .launch import current_stream, reduction_workspace
 from .moe_common import next_power_of_2_at_least
 from .rms_norm import AddNorm, inverse_rms, normalize, residual_sum
 
@@ -94,13 +94,11 @@ def route(x: torch.Tensor, router_w: torch.Tensor, router_b: torch.Tensor, top_k
         block_t = triton.next_power_of_2(tokens)
         logits, counters = reduction_workspace(_WORKSPACES, x.device, current_stream(x.get_device()),
                                                ROUTE_BLOCK_T * block_e, 1)
-        pdl = programmatic_dependent_launch(x.device)
         route_decode_kernel[(num_experts,)](
             x, router_w, router_b, ids, weights, counts, sorted_pairs, logits, counters, *norm_args,
             tokens, hidden, num_experts, top_k, x.stride(0), x.stride(1), stride_dt,
             BLOCK_T=block_t, BLOCK_H=decode_block_h(block_t, hidden), BLOCK_E=block_e, FUSED_SORT=sort,
-            ADD_NORM=add_norm is not None, INTERPRETED=triton_interpreter_enabled(), PDL=pdl,
-            num_warps=ROUTE_NUM_WARPS, launch_pdl=pdl,
+            ADD_NORM=add_norm is not None, INTERPRETED=triton_interpreter_enabled(), num_warps=ROUTE_NUM_WARPS,
         )
     else:
         route_topk_softmax_kernel[(triton.cdiv(tokens, ROUTE_BLOCK_T),)](
@@ -135,11 +133,10 @@ def native_dot(activation: torch.dtype, weight: torch.dtype) -> bool:
 GPT_OSS_DIVISIBLE_BY_16 = ["hidden", "num_experts", "stride_xt", "stride_dt"]
 
 
-def compile_specs(activation: str, num_experts: int, pdl: bool = False) -> list[dict]:
+def compile_specs(activation: str, num_experts: int) -> list[dict]:
     """Cubin specs (see ``mxfp4.triton_kernels.moe.compile_specs``) for activations and router of Triton type
     ``activation`` at H = 2880: the decode kernel (1 and 16 tokens, with and without the fused sort, with and
-    without the fused add + norm; ``pdl``: as launched with programmatic dependent launch, sm_90) and the prefill
-    kernel (with and without add + norm). Contiguous activations: the launcher sees ``stride_xh == 1`` and
+    without the fused add + norm) and the prefill kernel (with and without add + norm). Contiguous activations: the launcher sees ``stride_xh == 1`` and
     specializes it."""
     common = {
         "x_ptr": f"*{activation}", "router_w_ptr": f"*{activation}", "router_b_ptr": f"*{activation}",
@@ -161,10 +158,10 @@ def compile_specs(activation: str, num_experts: int, pdl: bool = False) -> list[
                     "fn": route_decode_kernel,
                     "signature": {**common, "logits_ptr": "*fp32", "counters_ptr": "*i32", **norm, **scalars,
                                   "BLOCK_T": "constexpr", "BLOCK_H": "constexpr", "BLOCK_E": "constexpr",
-                                  "FUSED_SORT": "constexpr", **flags, "PDL": "constexpr"},
+                                  "FUSED_SORT": "constexpr", **flags},
                     "constexprs": {"stride_xh": 1, "BLOCK_T": block_t, "BLOCK_H": decode_block_h(block_t, 2880),
                                    "BLOCK_E": block_e, "FUSED_SORT": fused, "ADD_NORM": add_norm,
-                                   "INTERPRETED": False, "PDL": pdl},
+                                   "INTERPRETED": False},
                     "divisible_by_16": GPT_OSS_DIVISIBLE_BY_16,
                     "num_warps": ROUTE_NUM_WARPS,
                     "num_stages": 1,
@@ -280,12 +277,11 @@ def route_decode_kernel(
     tokens, hidden, num_experts, top_k,
     stride_xt, stride_xh, stride_dt,
     BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_E: tl.constexpr, FUSED_SORT: tl.constexpr,
-    ADD_NORM: tl.constexpr = False, INTERPRETED: tl.constexpr = False, PDL: tl.constexpr = False,
+    ADD_NORM: tl.constexpr = False, INTERPRETED: tl.constexpr = False,
 ):
     """Grid ``(E,)``: program e computes ``x @ Wr[e] + br[e]`` for all (<= BLOCK_T) tokens; the last program to
     finish picks the experts (``pick_experts``) from the logits they published. ``ADD_NORM``: x is the residual,
     the rows routed are ``rms_norm(x + delta) * norm_w``, and program 0 stores them and the new residual."""
-    wait_for_inputs(PDL)
     e = tl.program_id(0)
     token = tl.arange(0, BLOCK_T)
     token_ok = token < tokens

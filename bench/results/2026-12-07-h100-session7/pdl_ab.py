@@ -1,5 +1,7 @@
 """Session 7 probe, from the repository root: programmatic dependent launch (PDL) on / off in one process, rounds
-alternating so that clock and thermal drift hit both sides alike.
+alternating so that clock and thermal drift hit both sides alike. Run as R1 (``--moe --sweep --model``, the model
+part then comparing PDL on / off only) on the tree with PDL, which was then removed: ``pdl_variant.diff`` puts it
+back. Kept as the record of R1; ``norm_ab.py`` is the probe for the fused norms.
 
   1. ``--moe``: the MoE decode layer (router + gate_up GEMV + down GEMV), T = 1 and 8, E = 32, gpt-oss sizes: 9 layers per
      CUDA graph over 3 weight copies (past L2), us per layer;
