@@ -136,8 +136,8 @@ GPT_OSS_DIVISIBLE_BY_16 = ["hidden", "num_experts", "stride_xt", "stride_dt"]
 def compile_specs(activation: str, num_experts: int) -> list[dict]:
     """Cubin specs (see ``mxfp4.triton_kernels.moe.compile_specs``) for activations and router of Triton type
     ``activation`` at H = 2880: the decode kernel (1 and 16 tokens, with and without the fused sort, with and
-    without the fused add + norm) and the prefill kernel (with and without add + norm). Contiguous activations: the launcher sees ``stride_xh == 1`` and
-    specializes it."""
+    without the fused add + norm) and the prefill kernel (with and without add + norm). Contiguous activations:
+    the launcher sees ``stride_xh == 1`` and specializes it."""
     common = {
         "x_ptr": f"*{activation}", "router_w_ptr": f"*{activation}", "router_b_ptr": f"*{activation}",
         "ids_ptr": "*i32", "weights_ptr": "*fp32", "counts_ptr": "*i32", "sorted_pairs_ptr": "*i32",
@@ -293,6 +293,8 @@ def route_decode_kernel(
     for h0 in range(0, hidden, BLOCK_H):
         if ADD_NORM:
             x = add_norm_rows(x_ptr, delta_ptr, norm_w_ptr, new_residual_ptr, normed_ptr, inv_rms, token, token_ok,
+                              # program 0 stores every token's rows (a bound, not `token_ok & (e == 0)`: the
+                              # interpreter rejects a tensor mask anded with a scalar)
                               token < tl.where(e == 0, tokens, 0), h0, hidden, stride_xt, stride_xh, stride_dt,
                               BLOCK_H, INTERPRETED).to(tl.float32)
         else:
