@@ -53,6 +53,9 @@ class DenseGemvConfig:
     block_k: int
     num_warps: int
     why: str = ""
+    #: With ``add_norm``: elements of the activation row per step of the RMS pass. One step for GPT-OSS's rows
+    #: (2880 / 4096): the pass is a chain of dependent L2 round trips in front of the weight stream, one per step.
+    row_block: int = 4096
 
 
 # 8 rows x 512 bf16 = 8 KB per step per program, each thread two 16-byte pieces of W and the matching x; ~4
@@ -63,7 +66,7 @@ class DenseGemvConfig:
 CONFIG = DenseGemvConfig(block_n=8, block_k=512, num_warps=4, why="H100 sweep, q/k/v and o of GPT-OSS")
 SPLIT = SplitPolicy(programs_per_sm=4, min_steps=2)
 # Under TRITON_INTERPRET=1: small tiles so CI shapes still take several steps, split K and mask a tail.
-INTERPRETER_CONFIG = DenseGemvConfig(block_n=8, block_k=32, num_warps=4, why="interpreter")
+INTERPRETER_CONFIG = DenseGemvConfig(block_n=8, block_k=32, num_warps=4, why="interpreter", row_block=64)
 
 
 def projections(x: torch.Tensor, weights, biases=None, *, add_norm: AddNorm | None = None):
@@ -122,7 +125,8 @@ def projections(x: torch.Tensor, weights, biases=None, *, add_norm: AddNorm | No
         M, K, *padded_widths, k_per_split,
         x.stride(0), *(w.stride(0) for w in padded), out.stride(0), stride_dm,
         BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, HAS_BIAS=bool(biases), ADD_NORM=add_norm is not None,
-        INTERPRETED=interpreted, num_warps=cfg.num_warps,
+        ROW_BLOCK=row_block(cfg, K) if add_norm is not None else 1, INTERPRETED=interpreted,
+        num_warps=cfg.num_warps,
     )
     return out if add_norm is None else (new_residual, out)
 
@@ -162,6 +166,11 @@ def _check(x, weights, biases):
     return tuple(checked), tuple(b.contiguous() for b in biases)
 
 
+def row_block(cfg: DenseGemvConfig, K: int) -> int:
+    """The RMS pass's step for rows of K elements: the whole row (a power of two) up to ``cfg.row_block``."""
+    return min(triton.next_power_of_2(K), cfg.row_block)
+
+
 def _check_add_norm(x, add_norm: AddNorm) -> None:
     residual, weight = add_norm.residual, add_norm.weight
     if not isinstance(residual, torch.Tensor) or residual.shape != x.shape or residual.dtype != x.dtype \
@@ -197,7 +206,7 @@ def projection_gemv_kernel(
     M, K, n0, n1, n2, k_per_split,
     stride_xm, stride_w0, stride_w1, stride_w2, stride_om, stride_dm,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, HAS_BIAS: tl.constexpr, ADD_NORM: tl.constexpr = False,
-    INTERPRETED: tl.constexpr = False,
+    ROW_BLOCK: tl.constexpr = 1, INTERPRETED: tl.constexpr = False,
 ):
     """out[m, c_i + n] = sum_k x[m, k] * W_i[n, k] (+ b_i[n]) with c_i = n_0 + ... + n_{i-1}; grid
     (tiles of all weights, K slices, M). ``ADD_NORM``: x is the residual, the activations are
@@ -226,7 +235,7 @@ def projection_gemv_kernel(
         delta_ptrs = delta_ptr + row.to(tl.int64) * stride_dm + in_row
         norm_w_ptrs = norm_w_ptr + in_row
         inv_rms = _row_inverse_rms(x_ptr, delta_ptr, new_residual_ptr, row, K, eps, stride_xm, stride_dm,
-                                   (pid_n == 0) & (split == 0), BLOCK_K, INTERPRETED)
+                                   (pid_n == 0) & (split == 0), ROW_BLOCK, INTERPRETED)
 
     begin, end, full_end = split_range(split, k_per_split, K, K, BLOCK_K)
     acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
@@ -256,14 +265,14 @@ def projection_gemv_kernel(
 
 @triton.jit
 def _row_inverse_rms(x_ptr, delta_ptr, new_residual_ptr, row, K, eps, stride_xm, stride_dm, store,
-                     BLOCK_K: tl.constexpr, INTERPRETED: tl.constexpr):
-    """``1 / rms(x + delta)`` of activation row ``row`` over all K (a scalar); where ``store``, also writes the row
-    ``x + delta`` to ``new_residual`` (contiguous ``[M, K]``)."""
-    offs = tl.arange(0, BLOCK_K)
+                     ROW_BLOCK: tl.constexpr, INTERPRETED: tl.constexpr):
+    """``1 / rms(x + delta)`` of activation row ``row`` over all K (a scalar), ``ROW_BLOCK`` elements per step;
+    where ``store``, also writes the row ``x + delta`` to ``new_residual`` (contiguous ``[M, K]``)."""
+    offs = tl.arange(0, ROW_BLOCK)
     # Written as a bound on k, not `live & store`: the interpreter rejects a mask of a tensor and a scalar anded.
     stored_k = tl.where(store, K, 0)
-    squares = tl.zeros([BLOCK_K], dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
+    squares = tl.zeros([ROW_BLOCK], dtype=tl.float32)
+    for k0 in range(0, K, ROW_BLOCK):
         k = k0 + offs
         live = k < K
         s = residual_sum(tl.load(x_ptr + row.to(tl.int64) * stride_xm + k, mask=live, other=0.0),
@@ -290,14 +299,15 @@ def compile_specs(backend) -> list[dict]:
                 "stride_xm": "i32", "stride_w0": "i32", "stride_w1": "i32", "stride_w2": "i32", "stride_om": "i32",
                 "stride_dm": "i32",
                 "BLOCK_N": "constexpr", "BLOCK_K": "constexpr", "HAS_BIAS": "constexpr", "ADD_NORM": "constexpr",
-                "INTERPRETED": "constexpr",
+                "ROW_BLOCK": "constexpr", "INTERPRETED": "constexpr",
             }
             specs.append({
                 "name": (f"projection_gemv_{t}_{'bias' if has_bias else 'nobias'}{'_addnorm' if add_norm else ''}"
                          f"_n{CONFIG.block_n}_k{CONFIG.block_k}"),
                 "fn": projection_gemv_kernel, "signature": signature,
                 "constexprs": {"BLOCK_N": CONFIG.block_n, "BLOCK_K": CONFIG.block_k, "HAS_BIAS": has_bias,
-                               "ADD_NORM": add_norm, "INTERPRETED": False},
+                               "ADD_NORM": add_norm, "ROW_BLOCK": row_block(CONFIG, 2880) if add_norm else 1,
+                               "INTERPRETED": False},
                 "num_warps": CONFIG.num_warps, "num_stages": 1,
                 # GPT-OSS: K = 2880 / 4096, N = 4096 / 512 / 2880, row strides the same: all multiples of 16.
                 "divisible_by_16": ["K", "n0", "n1", "n2", "k_per_split", "stride_xm", "stride_w0", "stride_w1",

@@ -41,6 +41,9 @@ from .rms_norm import AddNorm, inverse_rms, normalize, residual_sum
 #: decode kernel routes (its last program holds all of them).
 ROUTE_BLOCK_T = 16
 ROUTE_BLOCK_H = 64
+#: Prefill kernel with ``add_norm``: columns per step of the RMS pass (its loads are not pipelined like the dot's,
+#: so each step is an L2 round trip: 12 for H = 2880 instead of 45 at ROUTE_BLOCK_H).
+ROUTE_NORM_BLOCK_H = 256
 ROUTE_NUM_WARPS = 4
 #: Decode kernel: elements of the [tokens, H] activation tile per K step (4 warps: 32 per thread).
 DECODE_TILE_ELEMENTS = 4096
@@ -106,7 +109,8 @@ def route(x: torch.Tensor, router_w: torch.Tensor, router_b: torch.Tensor, top_k
             tokens, hidden, num_experts, top_k, x.stride(0), x.stride(1), stride_dt,
             BLOCK_T=ROUTE_BLOCK_T, BLOCK_H=ROUTE_BLOCK_H, BLOCK_E=block_e,
             NATIVE_DOT=native_dot(x.dtype, router_w.dtype), ADD_NORM=add_norm is not None,
-            INTERPRETED=triton_interpreter_enabled(), num_warps=ROUTE_NUM_WARPS,
+            NORM_BLOCK_H=ROUTE_NORM_BLOCK_H if add_norm is not None else 1, INTERPRETED=triton_interpreter_enabled(),
+            num_warps=ROUTE_NUM_WARPS,
         )
     result = (ids, weights, counts, sorted_pairs) if sort else (ids, weights)
     return result + (new_residual, normed) if add_norm is not None else result
@@ -172,9 +176,11 @@ def compile_specs(activation: str, num_experts: int) -> list[dict]:
             "name": f"moe_route_topk_softmax{'_addnorm' if add_norm else ''}_{activation}_e{num_experts}",
             "fn": route_topk_softmax_kernel,
             "signature": {**common, **norm, **scalars, "BLOCK_T": "constexpr", "BLOCK_H": "constexpr",
-                          "BLOCK_E": "constexpr", "NATIVE_DOT": "constexpr", **flags},
+                          "BLOCK_E": "constexpr", "NATIVE_DOT": "constexpr", "ADD_NORM": "constexpr",
+                          "NORM_BLOCK_H": "constexpr", "INTERPRETED": "constexpr"},
             "constexprs": {"stride_xh": 1, "BLOCK_T": ROUTE_BLOCK_T, "BLOCK_H": ROUTE_BLOCK_H, "BLOCK_E": block_e,
-                           "NATIVE_DOT": native, "ADD_NORM": add_norm, "INTERPRETED": False},
+                           "NATIVE_DOT": native, "ADD_NORM": add_norm,
+                           "NORM_BLOCK_H": ROUTE_NORM_BLOCK_H if add_norm else 1, "INTERPRETED": False},
             "divisible_by_16": GPT_OSS_DIVISIBLE_BY_16,
             "num_warps": ROUTE_NUM_WARPS,
             "num_stages": 3,
@@ -326,7 +332,7 @@ def route_topk_softmax_kernel(
     tokens, hidden, num_experts, top_k,
     stride_xt, stride_xh, stride_dt,
     BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_E: tl.constexpr, NATIVE_DOT: tl.constexpr,
-    ADD_NORM: tl.constexpr = False, INTERPRETED: tl.constexpr = False,
+    ADD_NORM: tl.constexpr = False, NORM_BLOCK_H: tl.constexpr = 1, INTERPRETED: tl.constexpr = False,
 ):
     """Grid ``(cdiv(T, BLOCK_T),)``: the router GEMM of BLOCK_T tokens as dots over H, then ``pick_experts``.
     ``ADD_NORM``: x is the residual, the rows routed are ``rms_norm(x + delta) * norm_w``, stored with the new
@@ -338,7 +344,7 @@ def route_topk_softmax_kernel(
     expert_ok = expert < num_experts
     if ADD_NORM:
         inv_rms = rows_inverse_rms(x_ptr, delta_ptr, token, token_ok, hidden, eps, stride_xt, stride_xh,
-                                   stride_dt, BLOCK_T, BLOCK_H, INTERPRETED)
+                                   stride_dt, BLOCK_T, NORM_BLOCK_H, INTERPRETED)
 
     logits = tl.zeros((BLOCK_T, BLOCK_E), dtype=tl.float32)
     for h0 in range(0, hidden, BLOCK_H):
