@@ -395,6 +395,31 @@ def test_route_kernel_fused_add_norm(rng, device, poison, dtype, tokens, hidden,
 
 
 @TRITON_ONLY
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tokens=st.integers(1, 40), hidden=st.integers(1, 300), experts=st.integers(1, 40), data=st.data())
+def test_route_kernel_fused_add_norm_property(device, tokens, hidden, experts, data):
+    """Any T (decode kernel to 16, prefill kernel past it), H (1, odd, past one step) and E: the new residual is
+    torch's add, and the routing equals the unfused router's on the normed rows the launch stored, bit for bit."""
+    from mxfp4.triton_kernels.moe_routing import ROUTE_BLOCK_T, route
+    from mxfp4.triton_kernels.rms_norm import AddNorm
+
+    top_k = data.draw(st.integers(1, experts), label="top_k")
+    sort = data.draw(st.booleans(), label="sort") and tokens <= ROUTE_BLOCK_T
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="seed"))
+    residual, delta = (torch.from_numpy(rng.standard_normal((tokens, hidden)) * s).to(torch.bfloat16).to(device)
+                       for s in (3, 1))
+    norm_w = torch.from_numpy(1 + 0.1 * rng.standard_normal(hidden)).float().to(device)
+    router_w, router_b = (torch.from_numpy(a).to(torch.bfloat16).to(device)
+                          for a in separated_router(rng, experts, hidden))
+    *routing, new_residual, normed = route(delta, router_w, router_b, top_k, sort=sort,
+                                           add_norm=AddNorm(residual, norm_w, 1e-5))
+    assert torch.equal(new_residual, residual + delta), "new residual differs from torch's add"
+    for name, got, want in zip(("ids", "weights", "counts", "sorted pairs"), routing,
+                               route(normed, router_w, router_b, top_k, sort=sort)):
+        assert torch.equal(got, want), f"{name} differ from routing the stored normed rows"
+
+
+@TRITON_ONLY
 def test_route_kernel_ties_and_nan(device):
     from mxfp4.triton_kernels.moe_routing import route
 

@@ -94,6 +94,26 @@ def test_add_norm_matches_twin(rng, dtype, m, k, widths):
     assert_within_bound(got, normed, ws, bs, f"add_norm {dtype} M={m} K={k}", input_rounding=2 * ULP[dtype])
 
 
+@settings(max_examples=8, deadline=None)
+@given(m=st.integers(1, 3), k=st.integers(1, 200), widths=st.lists(st.integers(1, 20), min_size=1,
+       max_size=MAX_WEIGHTS), seed=st.integers(0, 2**16), dtype=st.sampled_from(list(DTYPES.values())))
+def test_add_norm_property(m, k, widths, seed, dtype):
+    """Any shape (K = 1, K past one RMS step, partial tiles) and dtype: the fused add + norm obeys the same two
+    checks as ``test_add_norm_matches_twin``."""
+    from mxfp4.reference.rms_norm import add_rms_norm as add_rms_norm_twin
+    from mxfp4.triton_kernels.rms_norm import AddNorm
+
+    rng = np.random.default_rng(seed)
+    delta, ws, bs = make(rng, m, k, widths, dtype)
+    residual = torch.from_numpy(rng.standard_normal((m, k)) * 3).to(dtype).to(DEVICE)
+    norm_w = torch.from_numpy(1 + 0.1 * rng.standard_normal(k)).float().to(DEVICE)
+    new_residual, got = projections(delta, ws, bs, add_norm=AddNorm(residual, norm_w, 1e-5))
+    assert torch.equal(new_residual, residual + delta), "new residual differs from torch's add"
+    _, normed = add_rms_norm_twin((residual + delta).double().cpu().numpy(), 0.0, norm_w.double().cpu().numpy(), 1e-5)
+    assert_within_bound(got, torch.from_numpy(normed).to(dtype).to(DEVICE), ws, bs, f"add_norm {dtype} M={m} K={k}",
+                        input_rounding=2 * ULP[dtype])
+
+
 def test_add_norm_bad_inputs_raise_named_errors(rng):
     from mxfp4.triton_kernels.rms_norm import AddNorm
 
