@@ -509,6 +509,7 @@ class Attention(nn.Module):
         return triton_path, batch * length <= GEMV_PROJECTION_TOKENS and triton_path
 
     def _attend(self, q, k, v, cos, sin, columns, pad, use_cache: bool, triton_path: bool, gemv: bool):
+        """The layer after its q/k/v projections ``[B, T, *]``: RoPE, the KV cache, attention with sinks, o."""
         batch, length, _ = q.shape
         if use_cache and length == 1 and triton_path:
             return self.decode(q, k, v, cos, sin, columns, pad, gemv)
