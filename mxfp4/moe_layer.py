@@ -80,16 +80,16 @@ def moe(
     ...               torch.zeros(E, H), top_k=2)                       # [3, 64] float32
     """
     num_experts, hidden, intermediate = _validate(x, router_w, router_b, w1, b1, w2, b2, top_k, swiglu_alpha, swiglu_limit)
-    add_norm = _validate_add_norm(x, residual, norm_weight, norm_eps)
+    fused_norm = _validate_add_norm(x, residual, norm_weight, norm_eps)
     path = choose_backend(x.device, backend)
     if path is not Backend.TORCH and x.dtype == torch.float64:
         raise TypeError(f"the {path.value!r} path takes bfloat16, float16 or float32 activations, got float64 (use backend='torch')")
     tokens = x.shape[0]
     if tokens == 0:
-        return x.new_empty((0, hidden)) if add_norm is None else (residual + x, x.new_empty((0, hidden)))
+        return (residual + x, x.new_empty((0, hidden))) if fused_norm else x.new_empty((0, hidden))
     alpha, limit = float(swiglu_alpha), float(swiglu_limit)
     if path is Backend.TORCH:
-        if add_norm is None:
+        if not fused_norm:
             return _moe_torch(x, router_w, router_b, w1, b1, w2, b2, top_k, alpha, limit)
         new_residual, normed = add_rms_norm_torch(residual, x, norm_weight, float(norm_eps))
         return new_residual, _moe_torch(normed, router_w, router_b, w1, b1, w2, b2, top_k, alpha, limit)
@@ -98,7 +98,7 @@ def moe(
 
     return moe_kernels(
         x, router_w, router_b, w1.blocks, w1.scales, b1, w2.blocks, w2.scales, b2, top_k, alpha, limit, path,
-        add_norm=None if add_norm is None else AddNorm(residual, norm_weight, float(norm_eps)),
+        add_norm=AddNorm(residual, norm_weight, float(norm_eps)) if fused_norm else None,
     )
 
 
@@ -160,10 +160,10 @@ def _validate(x, router_w, router_b, w1, b1, w2, b2, top_k, alpha, limit) -> tup
     return num_experts, hidden, intermediate
 
 
-def _validate_add_norm(x, residual, norm_weight, eps) -> bool | None:
-    """None without the fused pre-norm; True when its arguments are consistent with x (named errors otherwise)."""
+def _validate_add_norm(x, residual, norm_weight, eps) -> bool:
+    """Whether the fused pre-norm is asked for; when it is, its arguments are checked against x (named errors)."""
     if residual is None and norm_weight is None:
-        return None
+        return False
     if residual is None or norm_weight is None:
         raise ValueError("moe: the fused add + RMSNorm needs both residual and norm_weight (or neither)")
     if not isinstance(residual, torch.Tensor) or not isinstance(norm_weight, torch.Tensor):

@@ -26,4 +26,3 @@ def route(x: np.ndarray, router_w: np.ndarray, router_b: np.ndarray, top_k: int)
         shifted = np.exp(chosen - chosen[:, :1])
         weights = shifted / shifted.sum(-1, keepdims=True)
     return ids, weights
-

@@ -100,14 +100,9 @@ def projections(x: torch.Tensor, weights, biases=None, *, add_norm: AddNorm | No
     widths = [w.shape[0] for w in weights]
     out = torch.empty((M, sum(widths)), dtype=x.dtype, device=x.device)
     if M == 0 or out.shape[1] == 0 or K == 0:
-        if add_norm is not None:
-            new_residual.copy_(x + delta)
-            if K == 0:  # an empty row normalizes to nothing: only the biases are left
-                out.copy_(torch.cat(biases)[None, :].expand_as(out)) if biases else out.zero_()
-            return new_residual, out
-        if K == 0:
-            return out.copy_(torch.cat(biases)[None, :].expand_as(out)) if biases else out.zero_()
-        return out
+        if K == 0:  # an empty row (normalized or not): only the biases are left
+            out.copy_(torch.cat(biases)[None, :].expand_as(out)) if biases else out.zero_()
+        return out if add_norm is None else (new_residual.copy_(x + delta), out)
     if add_norm is None:  # never touched (ADD_NORM is a constexpr)
         delta = norm_weight = new_residual = x
         stride_dm, eps = 0, 0.0

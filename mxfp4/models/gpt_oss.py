@@ -614,7 +614,11 @@ class MoE(nn.Module):
 
     def add_norm_forward(self, x: torch.Tensor, delta: torch.Tensor, norm: RMSNorm) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x + delta, self(norm(x + delta)))``, the residual add and the norm run inside the router's launch on
-        the Triton paths (``mxfp4.moe``'s ``residual=``): one launch fewer per layer."""
+        the Triton paths (``mxfp4.moe``'s ``residual=``): one launch fewer per layer. The torch path keeps the
+        model's own (compiled on CUDA) norm."""
+        if not choose_backend(x.device, self.backend).uses_triton:
+            x, h = norm.add_and_norm(x, delta)
+            return x, self(h)
         new_x, out = moe(
             delta.reshape(-1, delta.shape[-1]), self.router.weight, self.router.bias,
             self.experts.gate_up_proj, self.experts.gate_up_proj_bias,
