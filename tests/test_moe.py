@@ -101,6 +101,18 @@ def assert_close(got: torch.Tensor, expected: np.ndarray, rtol, atol, what):
         )
 
 
+
+def assert_same_bits(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
+    """Bit-for-bit equal tensors of one dtype; names the first element that differs."""
+    g, w = got.detach().cpu(), want.detach().cpu()
+    assert g.dtype == w.dtype and g.shape == w.shape, f"{what}: {g.dtype} {tuple(g.shape)} vs {w.dtype} {tuple(w.shape)}"
+    bits = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[g.element_size()]
+    differ = g.view(bits) != w.view(bits)
+    if bool(differ.any()):
+        idx = tuple(int(i) for i in torch.nonzero(differ)[0])
+        raise AssertionError(f"{what}: {int(differ.sum())} of {differ.numel()} elements differ; first at {idx}: "
+                             f"got {g[idx].item()!r}, expected {w[idx].item()!r}")
+
 def tolerance(backend, dtype, expected):
     """Bounds per path: float32 compute (torch / fp32) vs bf16 tensor-core operands (hopper / bf16)."""
     scale = float(np.abs(expected).max()) if expected.size else 1.0
@@ -589,6 +601,34 @@ def test_down_combine_gemv_matches_twins(rng, device, poison, out_dtype, tokens,
     scale = float(np.abs(expected).max())
     rtol = 1e-5 if out_dtype == torch.float32 else 1e-2
     assert_close(got, expected, rtol, rtol * scale, what=f"down GEMV + combine -> {out_dtype}")
+
+
+@TRITON_ONLY
+@pytest.mark.parametrize("prefetch", [1, 8], ids=["prefetch1", "prefetch8-past-the-row"])
+@pytest.mark.parametrize("tokens,hidden,intermediate,experts,top_k,block_g", GEMV_CASES[:2])
+def test_gemv_l2_prefetch_changes_no_bit(rng, device, poison, prefetch, tokens, hidden, intermediate, experts,
+                                         top_k, block_g):
+    """GemvConfig.prefetch only asks L2 for the steps ahead (compiled: PTX prefetch, predicated off past the row;
+    the interpreter, which runs no PTX, skips it): both GEMVs give the same bits as without."""
+    import dataclasses
+
+    from mxfp4.triton_kernels.moe import GemvConfig
+    from mxfp4.triton_kernels.moe_down_gemv import down_combine_gemv
+    from mxfp4.triton_kernels.moe_gate_up_gemv import gate_up_swiglu_gemv
+
+    layer = Layer(rng, tokens, hidden, intermediate, experts)
+    ids, _, _ = _pair_experts(rng, tokens, experts, top_k)
+    x, _, _, w1, b1, w2, b2 = layer.args(device)
+    ids_t = torch.from_numpy(ids.astype(np.int32)).to(device)
+    weights = torch.from_numpy(rng.random((tokens, top_k))).float().to(device)
+    plain = GemvConfig(block_n=4, block_g=block_g, num_warps=4)
+    ahead = dataclasses.replace(plain, prefetch=prefetch)
+    act = gate_up_swiglu_gemv(x, ids_t, w1.blocks, w1.scales, b1, 1.702, 7.0, plain, torch.bfloat16)
+    act_ahead = gate_up_swiglu_gemv(x, ids_t, w1.blocks, w1.scales, b1, 1.702, 7.0, ahead, torch.bfloat16)
+    assert_same_bits(act_ahead, act, f"gate_up GEMV with prefetch={prefetch}")
+    out = down_combine_gemv(act, ids_t, weights, w2.blocks, w2.scales, b2, plain, torch.bfloat16)
+    out_ahead = down_combine_gemv(act, ids_t, weights, w2.blocks, w2.scales, b2, ahead, torch.bfloat16)
+    assert_same_bits(out_ahead, out, f"down GEMV with prefetch={prefetch}")
 
 
 @TRITON_ONLY

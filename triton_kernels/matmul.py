@@ -58,7 +58,7 @@ from mxfp4.spec import BLOCK_SIZE, BYTES_PER_BLOCK, num_blocks
 from .dequantize import dequantize
 from .launch import TRITON_TYPES, current_stream, reduction_workspace, sm_count, word_aligned
 from .splitk import SplitPolicy, finish_tile, split_k, split_range
-from .mx import SCALE_ONE, WORDS_PER_BLOCK, decode_tile, gemv_step
+from .mx import SCALE_ONE, WORDS_PER_BLOCK, decode_tile, gemv_prefetch, gemv_step
 
 __all__ = ["matmul", "compile_specs", "GemvConfig", "TileConfig", "choose_plan", "uses_dequant_gemm"]
 
@@ -78,11 +78,12 @@ def _mxfp4_gemv_kernel(
     a_ptr, blocks_ptr, scales_ptr, bias_ptr, out_ptr, partials_ptr, counters_ptr,
     M, N, K, num_groups, groups_per_split,
     stride_am, stride_ak, stride_bn, stride_sn, stride_sg, stride_om, stride_on,
-    BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, HAS_BIAS: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, HAS_BIAS: tl.constexpr, PREFETCH: tl.constexpr = 0,
 ):
     """out[m, n] = sum_k a[m, k] * W[n, k] (+ bias[n]) for a [M, K], blocks [N, G, 16] (byte stride 1, block
     stride 16), scales [N, G]; grid (cdiv(N, BLOCK_N), num_splits, M): one activation row per program (the
-    programs of the other rows read the same weight bytes from L2)."""
+    programs of the other rows read the same weight bytes from L2). ``PREFETCH`` > 0 (compiled code only): the
+    weights of that many K steps ahead are requested into L2."""
     pid_n = tl.program_id(0)
     split = tl.program_id(1)
     row = tl.program_id(2)
@@ -105,7 +106,12 @@ def _mxfp4_gemv_kernel(
     # (Measured on H100 without gain: register double buffering of the next step's loads, and 10-25% fewer loop
     # instructions with the activations loaded in the words' layout. ncu: long-scoreboard stalls lead at 48%
     # achieved occupancy and 35% of DRAM peak -- too few bytes in flight, bench/RESULTS.md session 6.)
+    if PREFETCH > 0:  # steps 1 .. PREFETCH - 1 of the slice now (step 0 loads at once), then one ahead per step
+        first_words = words_ptr + w_rows[:, None] * (stride_bn // 4) + offs_g[None, :] * WORDS_PER_BLOCK
+        gemv_prefetch(first_words, s_ptrs, begin + BLOCK_G, end, stride_sg, PREFETCH - 1)
     for g0 in range(begin, full_end, BLOCK_G):
+        if PREFETCH > 0:
+            gemv_prefetch(first_words, s_ptrs, g0 + PREFETCH * BLOCK_G, end, stride_sg, 1)
         acc = gemv_step(acc, g0, w_ptrs, s_ptrs, a_ptrs, K, end, stride_sg, stride_ak, False)
     if full_end < end:  # at most one step: the slice's remainder and the partial last block
         acc = gemv_step(acc, full_end, w_ptrs, s_ptrs, a_ptrs, K, end, stride_sg, stride_ak, True)
@@ -198,6 +204,8 @@ class GemvConfig:
     num_warps: int
     num_stages: int = 1
     why: str = ""
+    #: K steps of weights requested into L2 ahead of their loads (``mx.gemv_prefetch``); 0: none.
+    prefetch: int = 0
 
 
 @dataclass(frozen=True)
@@ -314,7 +322,7 @@ def choose_plan(backend: Backend, M: int, N: int, K: int, dtype: torch.dtype, nu
         splits, per_split = split_k(tiles, num_groups, cfg.block_g, num_sms, GEMV_SPLIT)
         return Plan(
             kernel=_mxfp4_gemv_kernel, grid=(triton.cdiv(N, cfg.block_n), splits, M), groups_per_split=per_split,
-            constexprs=(("BLOCK_N", cfg.block_n), ("BLOCK_G", cfg.block_g)),
+            constexprs=(("BLOCK_N", cfg.block_n), ("BLOCK_G", cfg.block_g), ("PREFETCH", cfg.prefetch)),
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
             partial_elems=splits * tiles * cfg.block_n if splits > 1 else 0, tiles=tiles if splits > 1 else 0,
         )
@@ -511,7 +519,7 @@ def _constexpr_params(kernel):
     return tuple((name, p) for name, p in params.items() if name in _CONSTEXPR_NAMES)
 
 
-_CONSTEXPR_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_G", "BLOCK_K", "GROUP_M", "HAS_BIAS", "DOT_DTYPE", "DOT_IN_FP32",
+_CONSTEXPR_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_G", "BLOCK_K", "GROUP_M", "HAS_BIAS", "PREFETCH", "DOT_DTYPE", "DOT_IN_FP32",
                     "TABLE_DECODE")
 
 

@@ -79,9 +79,11 @@ class GemvConfig:
     block_g: int
     num_warps: int
     num_stages: int = 1
+    #: K steps of weights requested into L2 ahead of their loads (``mx.gemv_prefetch``); 0: none.
+    prefetch: int = 0
 
     def constexprs(self) -> dict:
-        return {"BLOCK_N": self.block_n, "BLOCK_G": self.block_g, "INTERPRETED": False}
+        return {"BLOCK_N": self.block_n, "BLOCK_G": self.block_g, "INTERPRETED": False, "PREFETCH": self.prefetch}
 
 
 # Decode GEMVs, the same on every path (float32 FMAs): (gate_up, down) launch shapes by the number of pairs,
