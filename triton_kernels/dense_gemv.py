@@ -67,6 +67,7 @@ class DenseGemvConfig:
 # q/k/v 13.0 us (78% of copy; torch F.linear per weight 25.1, on concatenated weights 13.6), o 12.6 us (torch
 # 14.0), 8192^2 51.9 us (89%; torch 48.7). 54 shapes tried (8/16/32 rows x 128/256/512 x 4/8 warps x 4/8/16
 # programs per SM); 16 x 256 at 8 per SM: 15.9 / 13.1 / 50.1 us.
+# prefetch stays 0 until an H100 run compares it (bench/results/2026-12-07-h100-session8/model_ab.py).
 CONFIG = DenseGemvConfig(block_n=8, block_k=512, num_warps=4, why="H100 sweep, q/k/v and o of GPT-OSS")
 SPLIT = SplitPolicy(programs_per_sm=4, min_steps=2)
 # Under TRITON_INTERPRET=1: small tiles so CI shapes still take several steps, split K and mask a tail.

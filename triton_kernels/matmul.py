@@ -226,6 +226,7 @@ class TileConfig:
 # (path, M, N, K, dtype) and cached. Each entry says why it exists. Measured on an H100 (Triton 3.6, CUDA-graph
 # replay, weights rotated through > L2): the numbers quoted are M=1 / M=16 times for 2880^2, 5760x2880, 8192^2,
 # 28672x8192 and TFLOP/s at M=4096.
+# prefetch (L2 requests for the steps ahead) stays 0 until an H100 run compares it (session 8's probe_prefetch.py).
 GEMV_CONFIG = GemvConfig(
     block_n=64, block_g=4, num_warps=4,
     why="per step 64 rows x 4 blocks = 4 KB per program, each thread two 16-byte blocks (128-bit loads) and 32 "

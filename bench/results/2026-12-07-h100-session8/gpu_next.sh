@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Session 8, device call 1: session 7's fused add + RMSNorms compiled (never run on a GPU), the model on the GPU
-# against the CPU path, the L2-prefetch probe (MoE GEMVs, matmul GEMV), then fused / fused+prefetch / unfused tok/s.
+# For the next device session (no request of session 8 got a machine): session 7's fused add + RMSNorms and
+# session 8's L2 prefetch compiled (neither ever ran on a GPU), the model on the GPU against the CPU path, the
+# prefetch probe (MoE GEMVs, matmul GEMV), then fused / fused+prefetch / +dense prefetch / unfused tok/s.
 python3 -m pip install -q --no-build-isolation --no-deps -e . >/dev/null 2>&1 || exit 1
 export PYTHONUNBUFFERED=1 HYPOTHESIS_PROFILE=ci
 D=bench/results/2026-12-07-h100-session8

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Session 8, device call 2: what no session has run yet since the session-6 kernels -- the matmul GEMV tests
-# compiled, gpt-oss-120b with the fused norms, the kernel table + roofline (quantize / dequantize / matmul, for
+# After gpu_next.sh (written in session 8, never run): what no session has run since the session-6 kernels -- the
+# matmul GEMV tests compiled, gpt-oss-120b with the fused norms, the kernel table + roofline (quantize / dequantize / matmul, for
 # notebook 02), the MoE prefill benchmark.
 python3 -m pip install -q --no-build-isolation --no-deps -e . >/dev/null 2>&1 || exit 1
 export PYTHONUNBUFFERED=1 HYPOTHESIS_PROFILE=ci
