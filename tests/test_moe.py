@@ -105,7 +105,8 @@ def assert_close(got: torch.Tensor, expected: np.ndarray, rtol, atol, what):
 def assert_same_bits(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
     """Bit-for-bit equal tensors of one dtype; names the first element that differs."""
     g, w = got.detach().cpu(), want.detach().cpu()
-    assert g.dtype == w.dtype and g.shape == w.shape, f"{what}: {g.dtype} {tuple(g.shape)} vs {w.dtype} {tuple(w.shape)}"
+    assert g.dtype == w.dtype and g.shape == w.shape, (f"{what}: {g.dtype} {tuple(g.shape)} vs "
+                                                        f"{w.dtype} {tuple(w.shape)}")
     bits = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[g.element_size()]
     differ = g.view(bits) != w.view(bits)
     if bool(differ.any()):

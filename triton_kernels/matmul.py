@@ -520,8 +520,8 @@ def _constexpr_params(kernel):
     return tuple((name, p) for name, p in params.items() if name in _CONSTEXPR_NAMES)
 
 
-_CONSTEXPR_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_G", "BLOCK_K", "GROUP_M", "HAS_BIAS", "PREFETCH", "DOT_DTYPE", "DOT_IN_FP32",
-                    "TABLE_DECODE")
+_CONSTEXPR_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_G", "BLOCK_K", "GROUP_M", "HAS_BIAS", "PREFETCH", "DOT_DTYPE",
+                    "DOT_IN_FP32", "TABLE_DECODE")
 
 
 # --- ahead-of-time compile list -------------------------------------------------------------------------------------

@@ -64,7 +64,8 @@ for n, k in ((8192, 8192), (28672, 8192)) if QUICK else ((5760, 2880), (8192, 81
     copies = max(2, int(120e6 // (n * k * 0.53)) + 1)
     ws = [mxfp4.quantize(torch.randn(n, k, device="cuda")) for _ in range(copies)]
     a = torch.randn(1, k, device="cuda").to(torch.bfloat16)
-    dense = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) for _ in range(max(2, int(120e6 // (n * k * 2)) + 1))]
+    dense = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16)
+             for _ in range(max(2, int(120e6 // (n * k * 2)) + 1))]
     torch_us = graph_us([lambda w=w: torch.nn.functional.linear(a, w) for w in dense] * (CALLS // len(dense) + 1))
     del dense
     cells, want = [], None
