@@ -1,6 +1,7 @@
 """Session 8 probe, from the repository root: L2 prefetch of the GEMVs' weight stream (mx.gemv_prefetch), in one
 process. MoE decode GEMVs (E=32, gpt-oss sizes, T = 1 / 8) and the whole MoE layer at the schedule tables with
-prefetch 0 / 4 / 8 steps; the M=1 matmul GEMV at 3 shapes, the same distances, torch bf16 F.linear alongside.
+prefetch 0 / 4 / 8 steps (then a few
+launch shapes at 8); the M=1 matmul GEMV at 3 shapes, the same distances, torch bf16 F.linear alongside.
 CUDA graphs, weights rotated past L2; µs per launch."""
 import dataclasses
 import sys
@@ -37,6 +38,17 @@ for tokens in (1,) if QUICK else (1, 8):
                                                  torch.bfloat16) for (ids, _), l in zip(routed, layers)]
     want = moe_down_gemv.down_combine_gemv(acts[0], routed[0][0], routed[0][1], layers[0][4].blocks,
                                            layers[0][4].scales, layers[0][5], d_cfg, torch.bfloat16)
+
+    def gate_us(config):
+        return graph_us([lambda l=l, r=r: moe_gate_up_gemv.gate_up_swiglu_gemv(
+            xt, r[0], l[2].blocks, l[2].scales, l[3], 1.702, 7.0, config, torch.bfloat16)
+            for l, r in zip(layers, routed)] * reps)
+
+    def down_us(config):
+        return graph_us([lambda l=l, r=r, a=a: moe_down_gemv.down_combine_gemv(
+            a, r[0], r[1], l[4].blocks, l[4].scales, l[5], config, torch.bfloat16)
+            for l, r, a in zip(layers, routed, acts)] * reps)
+
     cells = []
     for distance in DISTANCES:
         gc, dc = dataclasses.replace(g_cfg, prefetch=distance), dataclasses.replace(d_cfg, prefetch=distance)
@@ -45,18 +57,19 @@ for tokens in (1,) if QUICK else (1, 8):
         got = moe_down_gemv.down_combine_gemv(got_act, routed[0][0], routed[0][1], layers[0][4].blocks,
                                               layers[0][4].scales, layers[0][5], dc, torch.bfloat16)
         same = torch.equal(got_act, acts[0]) and torch.equal(got, want)
-        gate = graph_us([lambda l=l, r=r: moe_gate_up_gemv.gate_up_swiglu_gemv(
-            xt, r[0], l[2].blocks, l[2].scales, l[3], 1.702, 7.0, gc, torch.bfloat16)
-            for l, r in zip(layers, routed)] * reps)
-        down = graph_us([lambda l=l, r=r, a=a: moe_down_gemv.down_combine_gemv(
-            a, r[0], r[1], l[4].blocks, l[4].scales, l[5], dc, torch.bfloat16)
-            for l, r, a in zip(layers, routed, acts)] * reps)
+        gate, down = gate_us(gc), down_us(dc)
         moe.GEMV_SCHEDULES = with_prefetch(distance)
         whole = graph_us([lambda l=l: moe.moe(xt, l[0], l[1], l[2].blocks, l[2].scales, l[3], l[4].blocks,
                                                l[4].scales, l[5], TOP_K, 1.702, 7.0, "hopper") for l in layers] * reps)
         moe.GEMV_SCHEDULES = TABLES
         cells.append(f"pf{distance}: gate_up {gate:.1f} down {down:.1f} layer {whole:.1f}{'' if same else ' DIFFERS'}")
     print(f"MoE T={tokens}: " + " | ".join(cells), flush=True)
+    if not QUICK:  # with the latency hidden, other launch shapes may win: a few at prefetch 8
+        shapes = ((8, 16, 8), (16, 16, 8), (8, 16, 4), (16, 8, 4), (8, 8, 4), (4, 16, 4), (32, 4, 4))
+        print(f"MoE T={tokens} pf8 gate_up: " + "  ".join(
+            f"{n}x{g}x{w} {gate_us(moe.GemvConfig(n, g, w, prefetch=8)):.1f}" for n, g, w in shapes), flush=True)
+        print(f"MoE T={tokens} pf8 down: " + "  ".join(
+            f"{n}x{g}x{w} {down_us(moe.GemvConfig(n, g, w, prefetch=8)):.1f}" for n, g, w in shapes), flush=True)
 del layers, routed, acts
 
 base = mm.GEMV_CONFIG
