@@ -1,8 +1,8 @@
 """Session 8 probe, from the repository root: L2 prefetch of the GEMVs' weight stream (mx.gemv_prefetch), in one
 process. MoE decode GEMVs (E=32, gpt-oss sizes, T = 1 / 8) and the whole MoE layer at the schedule tables with
-prefetch 0 / 4 / 8 steps (then a few
-launch shapes at 8); the M=1 matmul GEMV at 3 shapes, the same distances, torch bf16 F.linear alongside.
-CUDA graphs, weights rotated past L2; µs per launch."""
+prefetch 0 / 4 / 8 steps, then a few launch shapes at 8; the M=1 matmul GEMV at 3 shapes, the same distances,
+torch bf16 F.linear alongside. CUDA graphs, weights rotated past L2; µs per launch. ``--quick``: T=1 and two
+matmul shapes only."""
 import dataclasses
 import sys
 
