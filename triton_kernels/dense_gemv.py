@@ -34,7 +34,7 @@ import triton.language as tl
 from mxfp4.dispatch import Backend
 
 from .launch import TRITON_TYPES, check_launchable, current_stream, reduction_workspace, sm_count
-from .mx import prefetch_l2
+from .mx import L2_LINE_BYTES, prefetch_l2
 from .rms_norm import AddNorm, inverse_rms, normalize, residual_sum
 from .splitk import SplitPolicy, finish_tile, split_k, split_range
 
@@ -126,7 +126,7 @@ def projections(x: torch.Tensor, weights, biases=None, *, add_norm: AddNorm | No
         x.stride(0), *(w.stride(0) for w in padded), out.stride(0), stride_dm,
         BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, HAS_BIAS=bool(biases), ADD_NORM=add_norm is not None,
         ROW_BLOCK=row_block(cfg, K) if add_norm is not None else 1, INTERPRETED=interpreted,
-        PREFETCH=0 if interpreted or cfg.block_k * x.element_size() < _L2_LINE_BYTES else cfg.prefetch,
+        PREFETCH=0 if interpreted or cfg.block_k * x.element_size() < L2_LINE_BYTES else cfg.prefetch,
         num_warps=cfg.num_warps,
     )
     return out if add_norm is None else (new_residual, out)
@@ -185,8 +185,7 @@ def _check_add_norm(x, add_norm: AddNorm) -> None:
 
 
 _WORKSPACES: dict = {}
-_L2_LINE_BYTES = 128
-L2_LINE_BYTES = tl.constexpr(_L2_LINE_BYTES)
+L2_LINE = tl.constexpr(L2_LINE_BYTES)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -275,7 +274,7 @@ def projection_gemv_kernel(
 def _prefetch_steps(w_ptr, w_rows, stride_w, k0, end, STEPS: tl.constexpr, BLOCK_K: tl.constexpr):
     """L2 prefetch of weight rows ``w_rows`` over ``STEPS`` K steps from ``k0``, one request per 128-byte line;
     lines at or past ``end`` skipped (the launcher passes ``BLOCK_K`` of at least one line)."""
-    LINE: tl.constexpr = L2_LINE_BYTES * 8 // w_ptr.dtype.element_ty.primitive_bitwidth
+    LINE: tl.constexpr = L2_LINE * 8 // w_ptr.dtype.element_ty.primitive_bitwidth
     line_starts = tl.arange(0, BLOCK_K // LINE) * LINE
     for i in tl.static_range(STEPS):
         k = k0 + i * BLOCK_K + line_starts

@@ -95,8 +95,8 @@ def _mxfp4_gemv_kernel(
     offs_word = tl.arange(0, WORDS_PER_BLOCK)
     # The packed bytes as little-endian int32 words, 4 per block (the launcher keeps rows 4-byte aligned).
     words_ptr = blocks_ptr.to(tl.pointer_type(tl.int32))
-    w_ptrs = (words_ptr + w_rows[:, None, None] * (stride_bn // 4) + offs_g[None, :, None] * WORDS_PER_BLOCK
-              + offs_word[None, None, :])
+    first_words = words_ptr + w_rows[:, None] * (stride_bn // 4) + offs_g[None, :] * WORDS_PER_BLOCK
+    w_ptrs = first_words[:, :, None] + offs_word[None, None, :]
     s_ptrs = scales_ptr + w_rows[:, None] * stride_sn + offs_g[None, :] * stride_sg
     a_ptrs = (a_ptr + row.to(tl.int64) * stride_am
               + (offs_g[:, None] * _BLOCK_SIZE + tl.arange(0, _BLOCK_SIZE)[None, :]) * stride_ak)
@@ -107,7 +107,6 @@ def _mxfp4_gemv_kernel(
     # instructions with the activations loaded in the words' layout. ncu: long-scoreboard stalls lead at 48%
     # achieved occupancy and 35% of DRAM peak -- too few bytes in flight, bench/RESULTS.md session 6.)
     if PREFETCH > 0:  # steps 1 .. PREFETCH - 1 of the slice now (step 0 loads at once), then one ahead per step
-        first_words = words_ptr + w_rows[:, None] * (stride_bn // 4) + offs_g[None, :] * WORDS_PER_BLOCK
         gemv_prefetch(first_words, s_ptrs, begin + BLOCK_G, end, stride_sg, PREFETCH - 1)
     for g0 in range(begin, full_end, BLOCK_G):
         if PREFETCH > 0:

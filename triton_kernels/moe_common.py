@@ -115,8 +115,9 @@ def expert_rows_gemv(blocks_ptr, scales_ptr, expert, w_row, x_row_ptr, length, b
     group = tl.arange(0, BLOCK_G)
     word = tl.arange(0, WORDS_PER_BLOCK)
     words_ptr = blocks_ptr.to(tl.pointer_type(tl.int32))
-    block_ptrs = (words_ptr + expert * (blocks_stride_e // 4) + w_row[:, None, None] * (blocks_stride_n // 4)
-                  + group[None, :, None] * WORDS_PER_BLOCK + word[None, None, :])
+    first_words = (words_ptr + expert * (blocks_stride_e // 4) + w_row[:, None] * (blocks_stride_n // 4)
+                   + group[None, :] * WORDS_PER_BLOCK)
+    block_ptrs = first_words[:, :, None] + word[None, None, :]
     scale_ptrs = scales_ptr + expert * scales_stride_e + w_row[:, None] * scales_stride_n + group[None, :]
     x_ptrs = x_row_ptr + group[:, None] * BLOCK_ELEMENTS + tl.arange(0, BLOCK_ELEMENTS)[None, :]
 
@@ -124,8 +125,6 @@ def expert_rows_gemv(blocks_ptr, scales_ptr, expert, w_row, x_row_ptr, length, b
     full_groups = length // BLOCK_ELEMENTS // BLOCK_G * BLOCK_G
     acc = tl.zeros((ROWS, BLOCK_G), dtype=tl.float32)
     if PREFETCH > 0:  # steps 1 .. PREFETCH - 1 now (step 0 loads at once), then one step PREFETCH ahead per step
-        first_words = (words_ptr + expert * (blocks_stride_e // 4) + w_row[:, None] * (blocks_stride_n // 4)
-                       + group[None, :] * WORDS_PER_BLOCK)
         gemv_prefetch(first_words, scale_ptrs, BLOCK_G, num_groups, 1, PREFETCH - 1)
     for g0 in range(0, full_groups, BLOCK_G):
         if PREFETCH > 0:

@@ -56,12 +56,13 @@ def down_combine_gemv(act, expert_ids, routing_weights, w2_blocks, w2_scales, b2
     partials, counters = reduction_workspace(_WORKSPACES, act.device, stream,
                                              tokens * top_k * feature_blocks * config.block_n, tokens * feature_blocks)
     grid = (tokens * top_k, feature_blocks)
+    interpreted = triton_interpreter_enabled()
     down_combine_gemv_kernel[grid](
         act, expert_ids, routing_weights, w2_blocks, w2_scales, b2, out, partials, counters,
         hidden, intermediate, top_k,
         w2_blocks.stride(0), w2_blocks.stride(1), w2_scales.stride(0), w2_scales.stride(1),
-        BLOCK_N=config.block_n, BLOCK_G=config.block_g, INTERPRETED=triton_interpreter_enabled(),
-        PREFETCH=0 if triton_interpreter_enabled() else config.prefetch,
+        BLOCK_N=config.block_n, BLOCK_G=config.block_g, INTERPRETED=interpreted,
+        PREFETCH=0 if interpreted else config.prefetch,  # the interpreter runs no PTX
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return out

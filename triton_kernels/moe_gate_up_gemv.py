@@ -53,13 +53,14 @@ def gate_up_swiglu_gemv(x, expert_ids, w1_blocks, w1_scales, b1, alpha, limit, c
     if pairs == 0:
         return act
     grid = (pairs, triton.cdiv(intermediate, config.block_n))
+    interpreted = triton_interpreter_enabled()
     gate_up_swiglu_gemv_kernel[grid](
         x, expert_ids, w1_blocks, w1_scales, b1, act,
         hidden, intermediate, top_k, x.stride(0),
         w1_blocks.stride(0), w1_blocks.stride(1), w1_scales.stride(0), w1_scales.stride(1),
         alpha, limit,
-        BLOCK_N=config.block_n, BLOCK_G=config.block_g, INTERPRETED=triton_interpreter_enabled(),
-        PREFETCH=0 if triton_interpreter_enabled() else config.prefetch,
+        BLOCK_N=config.block_n, BLOCK_G=config.block_g, INTERPRETED=interpreted,
+        PREFETCH=0 if interpreted else config.prefetch,  # the interpreter runs no PTX
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return act

@@ -229,6 +229,7 @@ def gemv_step(acc, g0, w_ptrs, s_ptrs, x_ptrs, length, g_end, stride_sg, stride_
 # The GEMVs are bound by bytes in flight, not by instructions or DRAM (ncu, bench/RESULTS.md session 6): each K step
 # is one DRAM round trip, and holding more steps in registers costs occupancy. A prefetch into L2 holds no register
 # and returns nothing: a program asks for the weights of the steps ahead, and their loads later hit L2.
+L2_LINE_BYTES = 128  # one L2 line: what a prefetch request fills (NVIDIA GPUs since sm_20)
 PREFETCH_L2_PTX = tl.constexpr(
     "{ .reg .pred live; setp.ne.b32 live, $2, 0; @live prefetch.global.L2 [$1]; }\n\tmov.u32 $0, 0;")
 
