@@ -214,39 +214,3 @@ def test_gpt_oss_shapes_match_linear(m, k, widths):
     ref = torch.cat([torch.nn.functional.linear(x.float(), w.float(), b.float()) for w, b in zip(ws, bs)], dim=1)
     err = ((got - ref).norm() / ref.norm()).item()
     assert err < 4e-3, f"relative error {err:.2e} vs float32 F.linear (bf16 output rounding is ~2e-3)"
-
-
-@requires_cuda("the L2 prefetch is PTX, which the interpreter does not run")
-@pytest.mark.parametrize("prefetch", [1, 4], ids=["prefetch1", "prefetch4-past-the-row"])
-@pytest.mark.parametrize("add_norm", [False, True], ids=["plain", "add_norm"])
-@pytest.mark.parametrize("m,k,widths", [(1, 2880, (4096, 512, 512)), (3, 1000, (63, 17))],
-                         ids=["M1-gpt-oss-qkv", "M3-K1000-odd-widths"])
-def test_l2_prefetch_changes_no_bit(monkeypatch, prefetch, add_norm, m, k, widths):
-    """DenseGemvConfig.prefetch only asks L2 for the steps ahead (the first before the RMS pass): same bits."""
-    import dataclasses
-
-    from mxfp4.triton_kernels import dense_gemv
-    from mxfp4.triton_kernels.rms_norm import AddNorm
-
-    rng = np.random.default_rng(k + m)
-    x, ws, bs = make(rng, m, k, widths, torch.bfloat16)
-    norm = None
-    if add_norm:
-        norm = AddNorm(torch.from_numpy(rng.standard_normal((m, k))).to(torch.bfloat16).to(DEVICE),
-                       torch.from_numpy(1 + 0.1 * rng.standard_normal(k)).float().to(DEVICE), 1e-5)
-
-    def outputs():
-        dense_gemv._plan.cache_clear()
-        got = projections(x, ws, bs, add_norm=norm)
-        return got if add_norm else (got,)
-
-    plain = outputs()
-    monkeypatch.setattr(dense_gemv, "CONFIG", dataclasses.replace(dense_gemv.CONFIG, prefetch=prefetch))
-    try:
-        ahead = outputs()
-    finally:
-        dense_gemv._plan.cache_clear()
-    for got, want_ in zip(ahead, plain):
-        differ = got.view(torch.int16) != want_.view(torch.int16)
-        assert not bool(differ.any()), (f"prefetch={prefetch}: {int(differ.sum())} elements differ, first at "
-                                        f"{tuple(int(i) for i in torch.nonzero(differ)[0])}")

@@ -511,28 +511,6 @@ def test_split_k_is_deterministic_and_resets_its_counters(schedule, rng, device)
     assert_close(first, expected(a, blocks, scales, None), torch.float32, f"{schedule} split-K")
 
 
-
-@requires_cuda("the L2 prefetch is PTX, which the interpreter does not run")
-@pytest.mark.parametrize("prefetch", [1, 3, 64], ids=["prefetch1", "prefetch3", "prefetch64-past-the-slice"])
-@pytest.mark.parametrize("m,n,k", [(1, 63, 2881), (3, 200, 32 * 40)], ids=["M1-N63-K2881", "M3-N200-K1280"])
-def test_gemv_l2_prefetch_changes_no_bit(rng, monkeypatch, prefetch, m, n, k):
-    """GemvConfig.prefetch only asks L2 for the K steps ahead (PTX, predicated off past each split's slice): the
-    GEMV's output is the same bits as without, on partial blocks and split K."""
-    import dataclasses
-
-    blocks, scales = random_weight(rng, n, k)
-    a = random_activations(rng, m, k, torch.bfloat16)
-    plain = run(a, blocks, scales, None, "hopper", "gemv", "cuda")
-    monkeypatch.setattr(matmul_module, "GEMV_CONFIG", dataclasses.replace(matmul_module.GEMV_CONFIG, prefetch=prefetch))
-    matmul_module._cached_plan.cache_clear()
-    matmul_module._LAUNCHES.clear()
-    try:
-        ahead = run(a, blocks, scales, None, "hopper", "gemv", "cuda")
-    finally:
-        matmul_module._cached_plan.cache_clear()
-        matmul_module._LAUNCHES.clear()
-    assert_same(ahead, plain, f"GEMV with prefetch={prefetch}")
-
 # --- hypothesis: shapes and data -----------------------------------------------------------------------------------------
 @settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(

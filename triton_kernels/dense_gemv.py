@@ -34,7 +34,6 @@ import triton.language as tl
 from mxfp4.dispatch import Backend
 
 from .launch import TRITON_TYPES, check_launchable, current_stream, reduction_workspace, sm_count
-from .mx import L2_LINE_BYTES, prefetch_l2
 from .rms_norm import AddNorm, inverse_rms, normalize, residual_sum
 from .splitk import SplitPolicy, finish_tile, split_k, split_range
 
@@ -57,9 +56,6 @@ class DenseGemvConfig:
     #: With ``add_norm``: elements of the activation row per step of the RMS pass. One step for GPT-OSS's rows
     #: (2880 / 4096): the pass is a chain of dependent L2 round trips in front of the weight stream, one per step.
     row_block: int = 4096
-    #: K steps of weights requested into L2 ahead of their loads (``mx.prefetch_l2``, one per 128-byte line), the
-    #: first ones before the RMS pass of ``add_norm``; 0: none. Compiled code only.
-    prefetch: int = 0
 
 
 # 8 rows x 512 bf16 = 8 KB per step per program, each thread two 16-byte pieces of W and the matching x; ~4
@@ -67,7 +63,6 @@ class DenseGemvConfig:
 # q/k/v 13.0 us (78% of copy; torch F.linear per weight 25.1, on concatenated weights 13.6), o 12.6 us (torch
 # 14.0), 8192^2 51.9 us (89%; torch 48.7). 54 shapes tried (8/16/32 rows x 128/256/512 x 4/8 warps x 4/8/16
 # programs per SM); 16 x 256 at 8 per SM: 15.9 / 13.1 / 50.1 us.
-# prefetch stays 0 until an H100 run compares it (bench/results/2026-12-07-h100-session8/model_ab.py).
 CONFIG = DenseGemvConfig(block_n=8, block_k=512, num_warps=4, why="H100 sweep, q/k/v and o of GPT-OSS")
 SPLIT = SplitPolicy(programs_per_sm=4, min_steps=2)
 # Under TRITON_INTERPRET=1: small tiles so CI shapes still take several steps, split K and mask a tail.
@@ -126,7 +121,6 @@ def projections(x: torch.Tensor, weights, biases=None, *, add_norm: AddNorm | No
         x.stride(0), *(w.stride(0) for w in padded), out.stride(0), stride_dm,
         BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, HAS_BIAS=bool(biases), ADD_NORM=add_norm is not None,
         ROW_BLOCK=row_block(cfg, K) if add_norm is not None else 1, INTERPRETED=interpreted,
-        PREFETCH=0 if interpreted or cfg.block_k * x.element_size() < L2_LINE_BYTES else cfg.prefetch,
         num_warps=cfg.num_warps,
     )
     return out if add_norm is None else (new_residual, out)
@@ -185,7 +179,6 @@ def _check_add_norm(x, add_norm: AddNorm) -> None:
 
 
 _WORKSPACES: dict = {}
-L2_LINE = tl.constexpr(L2_LINE_BYTES)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -208,12 +201,11 @@ def projection_gemv_kernel(
     M, K, n0, n1, n2, k_per_split,
     stride_xm, stride_w0, stride_w1, stride_w2, stride_om, stride_dm,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, HAS_BIAS: tl.constexpr, ADD_NORM: tl.constexpr = False,
-    ROW_BLOCK: tl.constexpr = 1, INTERPRETED: tl.constexpr = False, PREFETCH: tl.constexpr = 0,
+    ROW_BLOCK: tl.constexpr = 1, INTERPRETED: tl.constexpr = False,
 ):
     """out[m, c_i + n] = sum_k x[m, k] * W_i[n, k] (+ b_i[n]) with c_i = n_0 + ... + n_{i-1}; grid
     (tiles of all weights, K slices, M). ``ADD_NORM``: x is the residual, the activations are
-    ``rms_norm(x + delta) * norm_w``, and the programs of tile 0, slice 0 store ``x + delta``. ``PREFETCH``: K steps
-    of weights requested into L2 ahead (the first ones before the RMS pass, so that it hides their latency)."""
+    ``rms_norm(x + delta) * norm_w``, and the programs of tile 0, slice 0 store ``x + delta``."""
     pid_n = tl.program_id(0)
     split = tl.program_id(1)
     row = tl.program_id(2)
@@ -234,19 +226,15 @@ def projection_gemv_kernel(
     # the activations it multiplies (L1 hits after the first), and no shared-memory exchange is needed per step.
     in_row = offs_k[None, :] + tl.zeros([BLOCK_N, 1], dtype=tl.int32)
     x_ptrs = x_ptr + row.to(tl.int64) * stride_xm + in_row
-    begin, end, full_end = split_range(split, k_per_split, K, K, BLOCK_K)
-    if PREFETCH > 0:
-        _prefetch_steps(w_ptr, w_rows, stride_w, begin, end, PREFETCH, BLOCK_K)
     if ADD_NORM:
         delta_ptrs = delta_ptr + row.to(tl.int64) * stride_dm + in_row
         norm_w_ptrs = norm_w_ptr + in_row
         inv_rms = _row_inverse_rms(x_ptr, delta_ptr, new_residual_ptr, row, K, eps, stride_xm, stride_dm,
                                    (pid_n == 0) & (split == 0), ROW_BLOCK, INTERPRETED)
 
+    begin, end, full_end = split_range(split, k_per_split, K, K, BLOCK_K)
     acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
     for k0 in range(begin, full_end, BLOCK_K):
-        if PREFETCH > 0:
-            _prefetch_steps(w_ptr, w_rows, stride_w, k0 + PREFETCH * BLOCK_K, end, 1, BLOCK_K)
         if ADD_NORM:
             s = residual_sum(tl.load(x_ptrs + k0), tl.load(delta_ptrs + k0), INTERPRETED)
             x = normalize(s, tl.load(norm_w_ptrs + k0), inv_rms, x_ptr.dtype.element_ty, INTERPRETED)
@@ -268,17 +256,6 @@ def projection_gemv_kernel(
     offs_m = row + tl.arange(0, 1)
     finish_tile(tl.sum(acc, axis=1)[None, :], out_ptr + first_col, b_ptr, partials_ptr, counters_ptr, tile, split,
                 tl.num_programs(1), offs_m, offs_n, M, n, stride_om, 1, HAS_BIAS, 1, BLOCK_N, INTERPRETED)
-
-
-@triton.jit
-def _prefetch_steps(w_ptr, w_rows, stride_w, k0, end, STEPS: tl.constexpr, BLOCK_K: tl.constexpr):
-    """L2 prefetch of weight rows ``w_rows`` over ``STEPS`` K steps from ``k0``, one request per 128-byte line;
-    lines at or past ``end`` skipped (the launcher passes ``BLOCK_K`` of at least one line)."""
-    LINE: tl.constexpr = L2_LINE * 8 // w_ptr.dtype.element_ty.primitive_bitwidth
-    line_starts = tl.arange(0, BLOCK_K // LINE) * LINE
-    for i in tl.static_range(STEPS):
-        k = k0 + i * BLOCK_K + line_starts
-        prefetch_l2(w_ptr + w_rows[:, None] * stride_w + k[None, :], (k < end)[None, :])
 
 
 @triton.jit
@@ -317,7 +294,7 @@ def compile_specs(backend) -> list[dict]:
                 "stride_xm": "i32", "stride_w0": "i32", "stride_w1": "i32", "stride_w2": "i32", "stride_om": "i32",
                 "stride_dm": "i32",
                 "BLOCK_N": "constexpr", "BLOCK_K": "constexpr", "HAS_BIAS": "constexpr", "ADD_NORM": "constexpr",
-                "ROW_BLOCK": "constexpr", "INTERPRETED": "constexpr", "PREFETCH": "constexpr",
+                "ROW_BLOCK": "constexpr", "INTERPRETED": "constexpr",
             }
             specs.append({
                 "name": (f"projection_gemv_{t}_{'bias' if has_bias else 'nobias'}{'_addnorm' if add_norm else ''}"
@@ -325,7 +302,7 @@ def compile_specs(backend) -> list[dict]:
                 "fn": projection_gemv_kernel, "signature": signature,
                 "constexprs": {"BLOCK_N": CONFIG.block_n, "BLOCK_K": CONFIG.block_k, "HAS_BIAS": has_bias,
                                "ADD_NORM": add_norm, "ROW_BLOCK": row_block(CONFIG, 2880) if add_norm else 1,
-                               "INTERPRETED": False, "PREFETCH": CONFIG.prefetch},
+                               "INTERPRETED": False},
                 "num_warps": CONFIG.num_warps, "num_stages": 1,
                 # GPT-OSS: K = 2880 / 4096, N = 4096 / 512 / 2880, row strides the same: all multiples of 16.
                 "divisible_by_16": ["K", "n0", "n1", "n2", "k_per_split", "stride_xm", "stride_w0", "stride_w1",

@@ -58,7 +58,7 @@ from mxfp4.spec import BLOCK_SIZE, BYTES_PER_BLOCK, num_blocks
 from .dequantize import dequantize
 from .launch import TRITON_TYPES, current_stream, reduction_workspace, sm_count, word_aligned
 from .splitk import SplitPolicy, finish_tile, split_k, split_range
-from .mx import SCALE_ONE, WORDS_PER_BLOCK, decode_tile, gemv_prefetch, gemv_step
+from .mx import SCALE_ONE, WORDS_PER_BLOCK, decode_tile, gemv_step
 
 __all__ = ["matmul", "compile_specs", "GemvConfig", "TileConfig", "choose_plan", "uses_dequant_gemm"]
 
@@ -78,12 +78,11 @@ def _mxfp4_gemv_kernel(
     a_ptr, blocks_ptr, scales_ptr, bias_ptr, out_ptr, partials_ptr, counters_ptr,
     M, N, K, num_groups, groups_per_split,
     stride_am, stride_ak, stride_bn, stride_sn, stride_sg, stride_om, stride_on,
-    BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, HAS_BIAS: tl.constexpr, PREFETCH: tl.constexpr = 0,
+    BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, HAS_BIAS: tl.constexpr,
 ):
     """out[m, n] = sum_k a[m, k] * W[n, k] (+ bias[n]) for a [M, K], blocks [N, G, 16] (byte stride 1, block
     stride 16), scales [N, G]; grid (cdiv(N, BLOCK_N), num_splits, M): one activation row per program (the
-    programs of the other rows read the same weight bytes from L2). ``PREFETCH`` > 0 (compiled code only): the
-    weights of that many K steps ahead are requested into L2."""
+    programs of the other rows read the same weight bytes from L2)."""
     pid_n = tl.program_id(0)
     split = tl.program_id(1)
     row = tl.program_id(2)
@@ -95,8 +94,8 @@ def _mxfp4_gemv_kernel(
     offs_word = tl.arange(0, WORDS_PER_BLOCK)
     # The packed bytes as little-endian int32 words, 4 per block (the launcher keeps rows 4-byte aligned).
     words_ptr = blocks_ptr.to(tl.pointer_type(tl.int32))
-    first_words = words_ptr + w_rows[:, None] * (stride_bn // 4) + offs_g[None, :] * WORDS_PER_BLOCK
-    w_ptrs = first_words[:, :, None] + offs_word[None, None, :]
+    w_ptrs = (words_ptr + w_rows[:, None, None] * (stride_bn // 4) + offs_g[None, :, None] * WORDS_PER_BLOCK
+              + offs_word[None, None, :])
     s_ptrs = scales_ptr + w_rows[:, None] * stride_sn + offs_g[None, :] * stride_sg
     a_ptrs = (a_ptr + row.to(tl.int64) * stride_am
               + (offs_g[:, None] * _BLOCK_SIZE + tl.arange(0, _BLOCK_SIZE)[None, :]) * stride_ak)
@@ -105,12 +104,10 @@ def _mxfp4_gemv_kernel(
     acc = tl.zeros([BLOCK_N, BLOCK_G], dtype=tl.float32)
     # (Measured on H100 without gain: register double buffering of the next step's loads, and 10-25% fewer loop
     # instructions with the activations loaded in the words' layout. ncu: long-scoreboard stalls lead at 48%
-    # achieved occupancy and 35% of DRAM peak -- too few bytes in flight, bench/RESULTS.md session 6.)
-    if PREFETCH > 0:  # steps 1 .. PREFETCH - 1 of the slice now (step 0 loads at once), then one ahead per step
-        gemv_prefetch(first_words, s_ptrs, begin + BLOCK_G, end, stride_sg, PREFETCH - 1)
+    # achieved occupancy and 35% of DRAM peak -- too few bytes in flight, bench/RESULTS.md session 6. Nor does
+    # a PTX prefetch.global.L2 of the steps ahead: 27.2 -> 35.2 us at 8192^2, session 9; not profiled,
+    # presumably the extra requests compete for the memory-request slots the loads wait on.)
     for g0 in range(begin, full_end, BLOCK_G):
-        if PREFETCH > 0:
-            gemv_prefetch(first_words, s_ptrs, g0 + PREFETCH * BLOCK_G, end, stride_sg, 1)
         acc = gemv_step(acc, g0, w_ptrs, s_ptrs, a_ptrs, K, end, stride_sg, stride_ak, False)
     if full_end < end:  # at most one step: the slice's remainder and the partial last block
         acc = gemv_step(acc, full_end, w_ptrs, s_ptrs, a_ptrs, K, end, stride_sg, stride_ak, True)
@@ -203,8 +200,6 @@ class GemvConfig:
     num_warps: int
     num_stages: int = 1
     why: str = ""
-    #: K steps of weights requested into L2 ahead of their loads (``mx.gemv_prefetch``); 0: none.
-    prefetch: int = 0
 
 
 @dataclass(frozen=True)
@@ -225,7 +220,6 @@ class TileConfig:
 # (path, M, N, K, dtype) and cached. Each entry says why it exists. Measured on an H100 (Triton 3.6, CUDA-graph
 # replay, weights rotated through > L2): the numbers quoted are M=1 / M=16 times for 2880^2, 5760x2880, 8192^2,
 # 28672x8192 and TFLOP/s at M=4096.
-# prefetch (L2 requests for the steps ahead) stays 0 until an H100 run compares it (session 8's probe_prefetch.py).
 GEMV_CONFIG = GemvConfig(
     block_n=64, block_g=4, num_warps=4,
     why="per step 64 rows x 4 blocks = 4 KB per program, each thread two 16-byte blocks (128-bit loads) and 32 "
@@ -322,7 +316,7 @@ def choose_plan(backend: Backend, M: int, N: int, K: int, dtype: torch.dtype, nu
         splits, per_split = split_k(tiles, num_groups, cfg.block_g, num_sms, GEMV_SPLIT)
         return Plan(
             kernel=_mxfp4_gemv_kernel, grid=(triton.cdiv(N, cfg.block_n), splits, M), groups_per_split=per_split,
-            constexprs=(("BLOCK_N", cfg.block_n), ("BLOCK_G", cfg.block_g), ("PREFETCH", cfg.prefetch)),
+            constexprs=(("BLOCK_N", cfg.block_n), ("BLOCK_G", cfg.block_g)),
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
             partial_elems=splits * tiles * cfg.block_n if splits > 1 else 0, tiles=tiles if splits > 1 else 0,
         )
@@ -519,8 +513,8 @@ def _constexpr_params(kernel):
     return tuple((name, p) for name, p in params.items() if name in _CONSTEXPR_NAMES)
 
 
-_CONSTEXPR_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_G", "BLOCK_K", "GROUP_M", "HAS_BIAS", "PREFETCH", "DOT_DTYPE",
-                    "DOT_IN_FP32", "TABLE_DECODE")
+_CONSTEXPR_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_G", "BLOCK_K", "GROUP_M", "HAS_BIAS", "DOT_DTYPE", "DOT_IN_FP32",
+                    "TABLE_DECODE")
 
 
 # --- ahead-of-time compile list -------------------------------------------------------------------------------------

@@ -79,18 +79,16 @@ class GemvConfig:
     block_g: int
     num_warps: int
     num_stages: int = 1
-    #: K steps of weights requested into L2 ahead of their loads (``mx.gemv_prefetch``); 0: none.
-    prefetch: int = 0
 
     def constexprs(self) -> dict:
-        return {"BLOCK_N": self.block_n, "BLOCK_G": self.block_g, "INTERPRETED": False, "PREFETCH": self.prefetch}
+        return {"BLOCK_N": self.block_n, "BLOCK_G": self.block_g, "INTERPRETED": False}
 
 
 # Decode GEMVs, the same on every path (float32 FMAs): (gate_up, down) launch shapes by the number of pairs,
 # from bench/tune.py on an H100 (T = 1 / 8 tokens, E = 32, top-4, H = I = 2880; us per launch, weights past L2).
 # A few pairs want many short programs (gate_up 4 pairs x 360 feature blocks); 32 pairs already fill the GPU, so
-# wider row tiles that read each activation step once for more rows win there.
-# prefetch stays 0 until an H100 run compares it (bench/results/2026-12-07-h100-session8/probe_prefetch.py).
+# wider row tiles that read each activation step once for more rows win there. (An L2 prefetch of the steps
+# ahead lost: T=1 layer 48.7 -> 57.1 us, bench/RESULTS.md session 9.)
 GEMV_SCHEDULES = (
     # (most pairs, gate_up, down): T=1 gate_up 29.7 us (was 30.9 with 8x16x4); down 18.2 us (session 5: 8 rows of
     # one pair per program, 12 shapes; the former k-experts-per-program byte decode 19.4)

@@ -24,7 +24,7 @@ import triton.language as tl
 
 from mxfp4.spec import BYTES_PER_BLOCK
 
-from .mx import SCALE_ONE, WORDS_PER_BLOCK, decode_tile, gemv_prefetch, gemv_step
+from .mx import SCALE_ONE, WORDS_PER_BLOCK, decode_tile, gemv_step
 
 BYTES_PER_SCALE = tl.constexpr(BYTES_PER_BLOCK)
 
@@ -99,8 +99,7 @@ def load_mxfp4_tile(blocks_ptr, scales_ptr, row, g0, num_groups, length, blocks_
 
 @triton.jit
 def expert_rows_gemv(blocks_ptr, scales_ptr, expert, w_row, x_row_ptr, length, blocks_stride_e, blocks_stride_n,
-                     scales_stride_e, scales_stride_n, ROWS: tl.constexpr, BLOCK_G: tl.constexpr,
-                     PREFETCH: tl.constexpr = 0):
+                     scales_stride_e, scales_stride_n, ROWS: tl.constexpr, BLOCK_G: tl.constexpr):
     """``[ROWS]`` float32: ``W[expert][w_row, :length] @ x[:length]`` for one activation row, as a weight stream on
     the CUDA cores (the decode GEMVs ``moe_gate_up_gemv`` / ``moe_down_gemv``).
 
@@ -109,26 +108,20 @@ def expert_rows_gemv(blocks_ptr, scales_ptr, expert, w_row, x_row_ptr, length, b
     launcher keeps rows 4-byte aligned), decoded with integer bit moves (``mx.gemv_step``), multiplied in float32
     against the step's ``[BLOCK_G, 32]`` activations, each block's scale applied once to its sum. Steps of whole
     blocks inside ``length`` run unmasked; the last step masks blocks past the row and activations past ``length``
-    (to 0: the unscaled code is finite, |v| <= 6, so those products are exactly 0). ``PREFETCH`` > 0 (compiled
-    code only): the weights of the ``PREFETCH`` steps ahead are requested into L2 (``mx.gemv_prefetch``).
+    (to 0: the unscaled code is finite, |v| <= 6, so those products are exactly 0).
     """
     group = tl.arange(0, BLOCK_G)
     word = tl.arange(0, WORDS_PER_BLOCK)
     words_ptr = blocks_ptr.to(tl.pointer_type(tl.int32))
-    first_words = (words_ptr + expert * (blocks_stride_e // 4) + w_row[:, None] * (blocks_stride_n // 4)
-                   + group[None, :] * WORDS_PER_BLOCK)
-    block_ptrs = first_words[:, :, None] + word[None, None, :]
+    block_ptrs = (words_ptr + expert * (blocks_stride_e // 4) + w_row[:, None, None] * (blocks_stride_n // 4)
+                  + group[None, :, None] * WORDS_PER_BLOCK + word[None, None, :])
     scale_ptrs = scales_ptr + expert * scales_stride_e + w_row[:, None] * scales_stride_n + group[None, :]
     x_ptrs = x_row_ptr + group[:, None] * BLOCK_ELEMENTS + tl.arange(0, BLOCK_ELEMENTS)[None, :]
 
     num_groups = (length + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS
     full_groups = length // BLOCK_ELEMENTS // BLOCK_G * BLOCK_G
     acc = tl.zeros((ROWS, BLOCK_G), dtype=tl.float32)
-    if PREFETCH > 0:  # steps 1 .. PREFETCH - 1 now (step 0 loads at once), then one step PREFETCH ahead per step
-        gemv_prefetch(first_words, scale_ptrs, BLOCK_G, num_groups, 1, PREFETCH - 1)
     for g0 in range(0, full_groups, BLOCK_G):
-        if PREFETCH > 0:
-            gemv_prefetch(first_words, scale_ptrs, g0 + PREFETCH * BLOCK_G, num_groups, 1, 1)
         acc = gemv_step(acc, g0, block_ptrs, scale_ptrs, x_ptrs, length, num_groups, 1, 1, False)
     if full_groups < num_groups:  # at most one step: the remaining blocks, the last one maybe partial
         acc = gemv_step(acc, full_groups, block_ptrs, scale_ptrs, x_ptrs, length, num_groups, 1, 1, True)

@@ -56,13 +56,11 @@ def down_combine_gemv(act, expert_ids, routing_weights, w2_blocks, w2_scales, b2
     partials, counters = reduction_workspace(_WORKSPACES, act.device, stream,
                                              tokens * top_k * feature_blocks * config.block_n, tokens * feature_blocks)
     grid = (tokens * top_k, feature_blocks)
-    interpreted = triton_interpreter_enabled()
     down_combine_gemv_kernel[grid](
         act, expert_ids, routing_weights, w2_blocks, w2_scales, b2, out, partials, counters,
         hidden, intermediate, top_k,
         w2_blocks.stride(0), w2_blocks.stride(1), w2_scales.stride(0), w2_scales.stride(1),
-        BLOCK_N=config.block_n, BLOCK_G=config.block_g, INTERPRETED=interpreted,
-        PREFETCH=0 if interpreted else config.prefetch,  # the interpreter runs no PTX
+        BLOCK_N=config.block_n, BLOCK_G=config.block_g, INTERPRETED=triton_interpreter_enabled(),
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return out
@@ -80,7 +78,7 @@ def signature(activation: str, act: str) -> dict:
         "partials_ptr": "*fp32", "counters_ptr": "*i32",
         "hidden": "i32", "intermediate": "i32", "top_k": "i32",
         "blocks_stride_e": "i32", "blocks_stride_n": "i32", "scales_stride_e": "i32", "scales_stride_n": "i32",
-        "BLOCK_N": "constexpr", "BLOCK_G": "constexpr", "INTERPRETED": "constexpr", "PREFETCH": "constexpr",
+        "BLOCK_N": "constexpr", "BLOCK_G": "constexpr", "INTERPRETED": "constexpr",
     }
 
 
@@ -89,7 +87,7 @@ def down_combine_gemv_kernel(
     act_ptr, expert_ids_ptr, routing_weights_ptr, blocks_ptr, scales_ptr, bias_ptr, out_ptr, partials_ptr,
     counters_ptr, hidden, intermediate, top_k,
     blocks_stride_e, blocks_stride_n, scales_stride_e, scales_stride_n,
-    BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, INTERPRETED: tl.constexpr, PREFETCH: tl.constexpr = 0,
+    BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, INTERPRETED: tl.constexpr,
 ):
     pair = tl.program_id(0)
     feature_block = tl.program_id(1)
@@ -99,7 +97,7 @@ def down_combine_gemv_kernel(
     w_row = tl.minimum(feature, hidden - 1)  # clamped (never stored) so loads need no mask
     dot = expert_rows_gemv(blocks_ptr, scales_ptr, expert, w_row, act_ptr + pair.to(tl.int64) * intermediate,
                            intermediate, blocks_stride_e, blocks_stride_n, scales_stride_e, scales_stride_n,
-                           BLOCK_N, BLOCK_G, PREFETCH)
+                           BLOCK_N, BLOCK_G)
     bias = tl.load(bias_ptr + expert * hidden + w_row).to(tl.float32)
     contribution = (dot + bias) * tl.load(routing_weights_ptr + pair)  # as moe_down writes it
     # The k slots of a token are splitk's slices of one [1, BLOCK_N] output tile: the last to arrive adds them in

@@ -53,14 +53,12 @@ def gate_up_swiglu_gemv(x, expert_ids, w1_blocks, w1_scales, b1, alpha, limit, c
     if pairs == 0:
         return act
     grid = (pairs, triton.cdiv(intermediate, config.block_n))
-    interpreted = triton_interpreter_enabled()
     gate_up_swiglu_gemv_kernel[grid](
         x, expert_ids, w1_blocks, w1_scales, b1, act,
         hidden, intermediate, top_k, x.stride(0),
         w1_blocks.stride(0), w1_blocks.stride(1), w1_scales.stride(0), w1_scales.stride(1),
         alpha, limit,
-        BLOCK_N=config.block_n, BLOCK_G=config.block_g, INTERPRETED=interpreted,
-        PREFETCH=0 if interpreted else config.prefetch,  # the interpreter runs no PTX
+        BLOCK_N=config.block_n, BLOCK_G=config.block_g, INTERPRETED=triton_interpreter_enabled(),
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return act
@@ -79,7 +77,7 @@ def signature(activation: str, act: str) -> dict:
         "hidden": "i32", "intermediate": "i32", "top_k": "i32", "stride_xt": "i32",
         "blocks_stride_e": "i32", "blocks_stride_n": "i32", "scales_stride_e": "i32", "scales_stride_n": "i32",
         "alpha": "fp32", "limit": "fp32",
-        "BLOCK_N": "constexpr", "BLOCK_G": "constexpr", "INTERPRETED": "constexpr", "PREFETCH": "constexpr",
+        "BLOCK_N": "constexpr", "BLOCK_G": "constexpr", "INTERPRETED": "constexpr",
     }
 
 
@@ -89,7 +87,7 @@ def gate_up_swiglu_gemv_kernel(
     hidden, intermediate, top_k, stride_xt,
     blocks_stride_e, blocks_stride_n, scales_stride_e, scales_stride_n,
     alpha, limit,
-    BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, INTERPRETED: tl.constexpr, PREFETCH: tl.constexpr = 0,
+    BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, INTERPRETED: tl.constexpr,
 ):
     pair = tl.program_id(0)
     token = pair // top_k
@@ -98,7 +96,7 @@ def gate_up_swiglu_gemv_kernel(
     # W1 rows 2j / 2j + 1 of features j in this block, consecutive; clamped (never stored) so loads need no mask.
     w_row = tl.minimum(tl.program_id(1) * ROWS + tl.arange(0, ROWS), 2 * intermediate - 1)
     dot = expert_rows_gemv(blocks_ptr, scales_ptr, expert, w_row, x_ptr + token.to(tl.int64) * stride_xt, hidden,
-                           blocks_stride_e, blocks_stride_n, scales_stride_e, scales_stride_n, ROWS, BLOCK_G, PREFETCH)
+                           blocks_stride_e, blocks_stride_n, scales_stride_e, scales_stride_n, ROWS, BLOCK_G)
     pre = dot + tl.load(bias_ptr + expert * (2 * intermediate) + w_row).to(tl.float32)
     gate, up = tl.split(tl.reshape(pre, [BLOCK_N, 2]))
     act = swiglu(gate, up, alpha, limit)

@@ -224,36 +224,6 @@ def gemv_step(acc, g0, w_ptrs, s_ptrs, x_ptrs, length, g_end, stride_sg, stride_
     return acc + word_block_sums(words, scale, x, 2)
 
 
-
-# --- L2 prefetch of a GEMV's weight stream -------------------------------------------------------------------------
-# The GEMVs are bound by bytes in flight, not by instructions or DRAM (ncu, bench/RESULTS.md session 6): each K step
-# is one DRAM round trip, and holding more steps in registers costs occupancy. A prefetch into L2 holds no register
-# and returns nothing: a program asks for the weights of the steps ahead, and their loads later hit L2.
-L2_LINE_BYTES = 128  # one L2 line: what a prefetch request fills (NVIDIA GPUs since sm_20)
-PREFETCH_L2_PTX = tl.constexpr(
-    "{ .reg .pred live; setp.ne.b32 live, $2, 0; @live prefetch.global.L2 [$1]; }\n\tmov.u32 $0, 0;")
-
-
-@triton.jit
-def prefetch_l2(ptrs, live):
-    """Starts L2 fills of the lines holding ``ptrs`` (any shape) where ``live``; a hint, compiled code only (the
-    interpreter has no PTX). Out-of-range addresses must be masked: nothing is loaded, but the address is formed."""
-    tl.inline_asm_elementwise(PREFETCH_L2_PTX, "=r,l,r", [ptrs, live.to(tl.int32)], dtype=tl.int32, is_pure=False,
-                              pack=1)
-
-
-@triton.jit
-def gemv_prefetch(block_ptrs, s_ptrs, g0, g_end, stride_sg, STEPS: tl.constexpr):
-    """L2 prefetch of ``STEPS`` GEMV K steps from block ``g0`` (``gemv_step``'s operands): ``block_ptrs`` ``[R, G]``
-    each block's first word at block 0, ``s_ptrs`` ``[R, G]`` its scale byte; blocks at or past ``g_end`` skipped."""
-    G: tl.constexpr = block_ptrs.shape[1]
-    for i in tl.static_range(STEPS):
-        g = g0 + i * G
-        live = (g + tl.arange(0, G) < g_end)[None, :]
-        prefetch_l2(block_ptrs + g * WORDS_PER_BLOCK, live)
-        prefetch_l2(s_ptrs + g * stride_sg, live)
-
-
 # --- the tensor-core decode: codes to bf16 by table lookup (PTX prmt), the scale applied in bf16 -------------------
 # A tensor-core tile decodes every weight to a bf16 dot operand; decoding to float32 first (e2m1_low, a float32
 # multiply by the scale, a conversion) costs ~9 SASS instructions per element, more than the CUDA-core GEMV's whole
