@@ -540,20 +540,30 @@ def _pair_experts(rng, tokens, experts, top_k):
 
 
 @TRITON_ONLY
+@pytest.mark.parametrize("tma", [False, True], ids=["registers", "tma"])
 @pytest.mark.parametrize("tokens,hidden,intermediate,experts,top_k,block_g", GEMV_CASES)
-def test_gate_up_gemv_matches_twin(rng, device, poison, tokens, hidden, intermediate, experts, top_k, block_g):
-    """The decode GEMV: float32 FMAs on every path, rows in pair order (t * k + slot)."""
+def test_gate_up_gemv_matches_twin(rng, device, poison, tokens, hidden, intermediate, experts, top_k, block_g, tma):
+    """The decode GEMV: float32 FMAs on every path, rows in pair order (t * k + slot). ``tma``: W1 read by TMA
+    (the hopper path's kernel), bit for bit what the register-load kernel computes at the same launch shape."""
     from mxfp4.reference.moe_gate_up import gate_up_swiglu as twin
     from mxfp4.triton_kernels.moe import GemvConfig
+    from mxfp4.triton_kernels.launch import tma_readable
     from mxfp4.triton_kernels.moe_gate_up_gemv import gate_up_swiglu_gemv
 
     layer = Layer(rng, tokens, hidden, intermediate, experts, x_scale=3.0)  # large enough to hit the clamps
     ids, counts, sorted_pairs = _pair_experts(rng, tokens, experts, top_k)
     x, _, _, w1, b1, _, _ = layer.args(device)
-    config = GemvConfig(block_n=4, block_g=block_g, num_warps=4)
+    config = GemvConfig(block_n=4, block_g=block_g, num_warps=4, num_stages=2 if tma else 1)
     ids_t = torch.from_numpy(ids.astype(np.int32)).to(device)
-    got = gate_up_swiglu_gemv(x, ids_t, w1.blocks, w1.scales, b1, 1.702, 7.0, config, torch.float32)
+    if tma:
+        if device != "cpu" and torch.cuda.get_device_capability()[0] < 9:
+            pytest.skip("TMA needs sm_90")
+        assert tma_readable(w1.blocks), "a fresh torch tensor is 16-byte aligned"
+    got = gate_up_swiglu_gemv(x, ids_t, w1.blocks, w1.scales, b1, 1.702, 7.0, config, torch.float32, tma)
     assert got.dtype == torch.float32 and got.shape == (tokens * top_k, intermediate)
+    if tma:
+        registers = gate_up_swiglu_gemv(x, ids_t, w1.blocks, w1.scales, b1, 1.702, 7.0, config, torch.float32)
+        assert_close(got, registers.double().cpu().numpy(), 0, 0, what="TMA gate_up GEMV vs the register-load kernel")
     n = layer.np
     expected_sorted = twin(n["x"], sorted_pairs, counts, top_k, n["w1_blocks"], n["w1_scales"], n["b1"])
     expected = np.empty_like(expected_sorted)

@@ -37,6 +37,9 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # 16-bit results add one rounding of the output (bf16: 2**-9, fp16: 2**-11 relative per element).
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 5e-3}
 SCHEDULES = ("gemv", "tiled")
+# (path, schedule) pairs: both schedules on every path, and the TMA GEMV (sm_90: the hopper path's only).
+BACKEND_SCHEDULES = [(b, s) for b in TRITON_BACKENDS for s in SCHEDULES] + [("hopper", "gemv_tma")]
+BACKEND_SCHEDULE_IDS = [f"{b}-{s}" for b, s in BACKEND_SCHEDULES]
 # Scale bytes of ordinary weights: 2**-9 .. 2**4, so that sums stay far from fp16's and bf16's range limits.
 SCALE_LO, SCALE_HI = E8M0_BIAS - 9, E8M0_BIAS + 4
 
@@ -105,8 +108,11 @@ def assert_same(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
 def run(a, blocks, scales, bias, backend, schedule, device, *, poison=True):
     """The launcher on ``device`` with a NaN-poisoned output (every element must be written)."""
     a = a.to(device)
+    blocks = torch.from_numpy(blocks).to(device)
+    if schedule == "gemv_tma":
+        blocks = blocks.clone()  # a fresh torch allocation: 16-byte aligned, as TMA needs (numpy's need not be)
     out = torch.full((a.shape[0], blocks.shape[0]), float("nan"), dtype=a.dtype, device=device) if poison else None
-    y = matmul(a, torch.from_numpy(blocks).to(device), torch.from_numpy(scales).to(device),
+    y = matmul(a, blocks, torch.from_numpy(scales).to(device),
                None if bias is None else bias.to(device), Backend(backend), _schedule=schedule, _out=out)
     assert y.dtype == a.dtype and tuple(y.shape) == (a.shape[0], blocks.shape[0])
     return y
@@ -275,9 +281,8 @@ SHAPES = [  # (M, N, K): odd sizes, partial last blocks, K below one block, seve
 ]
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES)
 @pytest.mark.parametrize("dtype_name", list(DTYPES))
-@pytest.mark.parametrize("backend", TRITON_BACKENDS)
+@pytest.mark.parametrize("backend,schedule", BACKEND_SCHEDULES, ids=BACKEND_SCHEDULE_IDS)
 @pytest.mark.parametrize("m,n,k", SHAPES, ids=[f"{m}x{n}x{k}" for m, n, k in SHAPES])
 def test_matches_reference(backend, dtype_name, schedule, m, n, k, rng, device):
     dtype = DTYPES[dtype_name]
@@ -305,8 +310,7 @@ def test_public_matmul_auto_schedule(backend, dtype_name, rng, device):
         assert_close(y, want, dtype, f"mxfp4.matmul {backend}/{dtype_name} a{tuple(a.shape)}")
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES)
-@pytest.mark.parametrize("backend", TRITON_BACKENDS)
+@pytest.mark.parametrize("backend,schedule", BACKEND_SCHEDULES, ids=BACKEND_SCHEDULE_IDS)
 def test_bias_in_other_dtype(backend, schedule, rng, device):
     """bf16 activations with an fp32 bias and with an fp16 bias (converted to fp32): bias added in fp32."""
     blocks, scales = random_weight(rng, 20, 70)
@@ -317,9 +321,8 @@ def test_bias_in_other_dtype(backend, schedule, rng, device):
 
 
 # --- tails: nothing past the logical extent may leak in --------------------------------------------------------------
-@pytest.mark.parametrize("schedule", SCHEDULES)
 @pytest.mark.parametrize("dtype_name", ["fp32", "bf16"])
-@pytest.mark.parametrize("backend", TRITON_BACKENDS)
+@pytest.mark.parametrize("backend,schedule", BACKEND_SCHEDULES, ids=BACKEND_SCHEDULE_IDS)
 def test_views_into_poisoned_buffers(backend, dtype_name, schedule, rng, device):
     """Weights, scales and activations as views into larger buffers whose bytes beyond the logical extent decode to
     NaN (scale 0xFF, NaN activations) or to the largest code (padding nibbles past K): output finite and equal,
@@ -390,8 +393,7 @@ def test_word_aligned_copies_only_misaligned_blocks():
     assert word_aligned(sliced) is sliced
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES)
-@pytest.mark.parametrize("backend", TRITON_BACKENDS)
+@pytest.mark.parametrize("backend,schedule", BACKEND_SCHEDULES, ids=BACKEND_SCHEDULE_IDS)
 def test_non_contiguous_activations(backend, schedule, rng, device):
     m, n, k = 3, 21, 45
     blocks, scales = random_weight(rng, n, k)
@@ -403,8 +405,8 @@ def test_non_contiguous_activations(backend, schedule, rng, device):
 
 
 # --- special scale bytes -----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("schedule", SCHEDULES + ("dequant",))
-@pytest.mark.parametrize("backend", TRITON_BACKENDS)
+@pytest.mark.parametrize("backend,schedule", BACKEND_SCHEDULES + [(b, "dequant") for b in TRITON_BACKENDS],
+                         ids=BACKEND_SCHEDULE_IDS + [f"{b}-dequant" for b in TRITON_BACKENDS])
 def test_special_scales(backend, schedule, rng, device):
     """A NaN scale (0xFF) inside K makes exactly its row NaN; scale byte 0 is 2**-127 (not 0); huge scales work.
 
@@ -491,7 +493,7 @@ def test_dequant_schedule_rejects_a_bias_of_another_dtype(rng, device):
 
 
 # --- split-K: determinism, workspace reuse, counters -------------------------------------------------------------------
-@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("schedule", SCHEDULES + ("gemv_tma",))
 def test_split_k_is_deterministic_and_resets_its_counters(schedule, rng, device):
     """The last slice reduces all partials in a fixed order: same bits every run, whatever the arrival order; its
     counters are back at zero after every launch, and stale partials from a larger earlier call do not leak."""
@@ -500,7 +502,7 @@ def test_split_k_is_deterministic_and_resets_its_counters(schedule, rng, device)
     a = random_activations(rng, m, k, torch.float32)
     plan = matmul_module.choose_plan(Backend.HOPPER, m, n, k, torch.float32,
                                      2 if device == "cpu" else torch.cuda.get_device_properties(0).multi_processor_count,
-                                     schedule, interpreted=device == "cpu")
+                                     schedule, interpreted=device == "cpu", tma=True)
     assert plan.grid[1] > 1, f"shape chosen to split K, got plan {plan}"
     first = run(a, blocks, scales, None, "hopper", schedule, device)
     for partials, counters in matmul_module._WORKSPACES.values():
@@ -517,13 +519,13 @@ def test_split_k_is_deterministic_and_resets_its_counters(schedule, rng, device)
     m=st.integers(1, 3),
     n=st.integers(1, 40),
     k=st.integers(1, 140),
-    backend=st.sampled_from(TRITON_BACKENDS),
+    backend_schedule=st.sampled_from(BACKEND_SCHEDULES),
     dtype_name=st.sampled_from(list(DTYPES)),
-    schedule=st.sampled_from(SCHEDULES),
     has_bias=st.booleans(),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_property_any_shape(m, n, k, backend, dtype_name, schedule, has_bias, seed):
+def test_property_any_shape(m, n, k, backend_schedule, dtype_name, has_bias, seed):
+    backend, schedule = backend_schedule
     rng = np.random.default_rng(seed)
     dtype = DTYPES[dtype_name]
     blocks, scales = random_weight(rng, n, k)
@@ -558,6 +560,28 @@ def test_launcher_rejects_mismatched_weight(device):
         matmul(a, blocks[:, :2], scales[:, :2], None, Backend.HOPPER, _schedule="bogus")
 
 
+def test_tma_gemv_needs_the_hopper_path_and_a_readable_weight(rng, device):
+    """The TMA GEMV (forced) raises off the hopper path and for a weight TMA cannot read (a base 4 bytes past a
+    16-byte boundary); launch.tma_readable tells the two weights apart, so the automatic choice keeps the register
+    GEMV for the second."""
+    from mxfp4.triton_kernels.launch import tma_readable
+
+    blocks, scales = random_weight(rng, 8, 64)
+    a = random_activations(rng, 1, 64, torch.float32).to(device)
+    aligned, sc = torch.from_numpy(blocks).to(device).clone(), torch.from_numpy(scales).to(device)
+    for backend in (Backend.BF16, Backend.FP32):
+        with pytest.raises(ValueError, match="gemv_tma schedule needs the hopper path"):
+            matmul(a, aligned, sc, None, backend, _schedule="gemv_tma")
+    buffer = torch.zeros(aligned.numel() + 16, dtype=torch.uint8, device=device)
+    shifted = buffer[4:4 + aligned.numel()].view(aligned.shape)
+    shifted.copy_(aligned)
+    assert tma_readable(aligned) and not tma_readable(shifted)
+    with pytest.raises(ValueError, match="a weight TMA can read"):
+        matmul(a, shifted, sc, None, Backend.HOPPER, _schedule="gemv_tma")
+    assert_same(matmul(a, shifted, sc, None, Backend.HOPPER), matmul(a, aligned, sc, None, Backend.HOPPER),
+                "automatic choice, shifted vs aligned weight")
+
+
 # --- the ahead-of-time compile list ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("backend", TRITON_BACKENDS)
 def test_compile_specs_cover_every_dispatched_config(backend):
@@ -574,13 +598,18 @@ def test_compile_specs_cover_every_dispatched_config(backend):
             plan = matmul_module.choose_plan(Backend(backend), m, 2880, 2880, dtype, 132)
             key = (plan.kernel.__name__,) + tuple(sorted((k, str(v)) for k, v in plan.constexprs))
             assert key in listed, f"{backend}: the plan for M={m} {dtype} ({key}) is not in compile_specs"
+        plan = matmul_module.choose_plan(Backend(backend), 1, 8192, 8192, dtype, 132, tma=True)
+        key = (plan.kernel.__name__,) + tuple(sorted((k, str(v)) for k, v in plan.constexprs))
+        assert key in listed, f"{backend}: the plan for M=1 8192^2 {dtype} ({key}) is not in compile_specs"
+        assert (plan.tma_block is not None) == (backend == "hopper"), f"{backend}: TMA GEMV at 8192^2: {plan}"
     if backend == "fp32":  # the fp32 path never uses a 16-bit dot
         assert all("DOT_DTYPE" not in s["constexprs"] or s["constexprs"]["DOT_DTYPE"] == tl.float32 for s in specs)
 
 
 # --- GPU: GPT-OSS-sized shapes, compiled -------------------------------------------------------------------------------
+# 1 x 8192^2 (and 5 rows of fp32 activations) take the TMA GEMV on the hopper path.
 GPU_SHAPES = [(1, 2880, 2880), (1, 5760, 2880), (16, 2880, 2880), (7, 5760, 2880), (300, 2880, 2880),
-              (1, 8192, 8192), (64, 8192, 8192), (2048, 2880, 2880)]
+              (1, 8192, 8192), (5, 8192, 8192), (64, 8192, 8192), (2048, 2880, 2880)]
 
 
 @requires_cuda("GPT-OSS-sized shapes run compiled on a GPU")

@@ -14,6 +14,7 @@ import triton
 import triton.language as tl
 
 from mxfp4.dispatch import BackendUnavailableError, triton_interpreter_enabled
+from mxfp4.spec import BYTES_PER_BLOCK
 
 
 def next_pow2(n: int) -> int:
@@ -84,6 +85,35 @@ def word_aligned(blocks: torch.Tensor) -> torch.Tensor:
     if blocks.data_ptr() % 4 or any(stride % 4 for stride in blocks.stride()[:-2]):
         return blocks.clone() if blocks.is_contiguous() else blocks.contiguous()
     return blocks
+
+
+# TMA (sm_90) reads a global tensor through a descriptor whose base address and outer strides are multiples of 16
+# bytes; Triton builds one on the host from this class (triton >= 3.4; None where this Triton lacks it).
+try:
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # pragma: no cover - older Triton: the register-load GEMVs run instead
+    TensorDescriptor = None
+TMA_ALIGNMENT = 16
+
+
+def tma_readable(blocks: torch.Tensor) -> bool:
+    """Whether TMA can read packed MXFP4 rows (uint8 ``[..., R, G, 16]``) as int32 words: this Triton has host
+    descriptors, each block's 16 bytes are contiguous, and the base address and outer strides are 16-byte aligned."""
+    return (TensorDescriptor is not None and blocks.stride(-1) == 1 and blocks.stride(-2) == BYTES_PER_BLOCK
+            and blocks.data_ptr() % TMA_ALIGNMENT == 0
+            and all(stride % TMA_ALIGNMENT == 0 for stride in blocks.stride()[:-2]))
+
+
+def block_words_descriptor(blocks: torch.Tensor, block_rows: int, block_groups: int):
+    """A TMA descriptor over packed MXFP4 rows (uint8 ``[..., R, G, 16]``, ``tma_readable``) as int32 words
+    ``[..., R, 4 G]``; one load is ``block_rows`` rows x ``block_groups`` MX blocks (leading dims 1). Rows and words
+    past the tensor's end read as 0."""
+    words = blocks.view(torch.int32)
+    *outer, groups, words_per_block = words.shape
+    shape = [*outer, groups * words_per_block]
+    strides = [stride // words.element_size() for stride in blocks.stride()[:-2]] + [1]
+    block_shape = [1] * (len(outer) - 1) + [block_rows, block_groups * words_per_block]
+    return TensorDescriptor(words, shape, strides, block_shape)
 
 
 def reduction_workspace(cache: dict, device: torch.device, stream: int, floats: int, counters: int):

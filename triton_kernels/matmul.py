@@ -56,9 +56,10 @@ from mxfp4.dispatch import Backend, BackendUnavailableError, triton_interpreter_
 from mxfp4.spec import BLOCK_SIZE, BYTES_PER_BLOCK, num_blocks
 
 from .dequantize import dequantize
-from .launch import TRITON_TYPES, current_stream, reduction_workspace, sm_count, word_aligned
+from .launch import (TRITON_TYPES, block_words_descriptor, current_stream, reduction_workspace, sm_count,
+                     tma_readable, word_aligned)
 from .splitk import SplitPolicy, finish_tile, split_k, split_range
-from .mx import SCALE_ONE, WORDS_PER_BLOCK, decode_tile, gemv_step
+from .mx import SCALE_ONE, WORDS_PER_BLOCK, decode_tile, gemv_step, word_block_sums
 
 __all__ = ["matmul", "compile_specs", "GemvConfig", "TileConfig", "choose_plan", "uses_dequant_gemm"]
 
@@ -111,6 +112,50 @@ def _mxfp4_gemv_kernel(
         acc = gemv_step(acc, g0, w_ptrs, s_ptrs, a_ptrs, K, end, stride_sg, stride_ak, False)
     if full_end < end:  # at most one step: the slice's remainder and the partial last block
         acc = gemv_step(acc, full_end, w_ptrs, s_ptrs, a_ptrs, K, end, stride_sg, stride_ak, True)
+    tile = row * tl.num_programs(0) + pid_n
+    offs_m = row + tl.arange(0, 1)
+    finish_tile(tl.sum(acc, axis=1)[None, :], out_ptr, bias_ptr, partials_ptr, counters_ptr, tile, split,
+                 num_splits, offs_m, offs_n, M, N, stride_om, stride_on, HAS_BIAS, 1, BLOCK_N)
+
+
+@triton.jit
+def _mxfp4_gemv_tma_kernel(
+    a_ptr, blocks_desc, scales_ptr, bias_ptr, out_ptr, partials_ptr, counters_ptr,
+    M, N, K, num_groups, groups_per_split,
+    stride_am, stride_ak, stride_bn, stride_sn, stride_sg, stride_om, stride_on,
+    BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, HAS_BIAS: tl.constexpr, NUM_STAGES: tl.constexpr,
+):
+    """The GEMV above with the weight words read by TMA (sm_90) into shared memory, ``NUM_STAGES - 1`` K steps
+    ahead of the decode: Triton software-pipelines descriptor loads (it does not pipeline plain loads that feed
+    no dot), so each program keeps several steps of weight bytes in flight without holding them in registers.
+    ``blocks_desc``: ``launch.block_words_descriptor`` of the weight, ``[BLOCK_N, 4 * BLOCK_G]`` words per load;
+    rows past N and words past the row read as 0 (never stored / times 0). Same decode, order of sums and split-K
+    reduction as the register GEMV, so the two give the same bits for the same launch shape."""
+    pid_n = tl.program_id(0)
+    split = tl.program_id(1)
+    row = tl.program_id(2)
+    num_splits = tl.num_programs(1)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    w_rows = tl.minimum(offs_n, N - 1).to(tl.int64)
+    offs_g = tl.arange(0, BLOCK_G)
+    s_ptrs = scales_ptr + w_rows[:, None] * stride_sn + offs_g[None, :] * stride_sg
+    offs_x = offs_g[:, None] * _BLOCK_SIZE + tl.arange(0, _BLOCK_SIZE)[None, :]
+    a_ptrs = a_ptr + row.to(tl.int64) * stride_am + offs_x * stride_ak
+
+    begin, end, _ = split_range(split, groups_per_split, num_groups, K // _BLOCK_SIZE, BLOCK_G)
+    acc = tl.zeros([BLOCK_N, BLOCK_G], dtype=tl.float32)
+    # One loop, every step masked (a slice may end inside a step): the masks cost a few instructions per block,
+    # where a separate tail step would end the pipeline early.
+    for g0 in tl.range(begin, end, BLOCK_G, num_stages=NUM_STAGES):
+        words = tl.reshape(blocks_desc.load([pid_n * BLOCK_N, g0 * WORDS_PER_BLOCK]),
+                           [BLOCK_N, BLOCK_G, WORDS_PER_BLOCK])
+        live = g0 + offs_g < end
+        words = tl.where(live[None, :, None], words, 0)
+        scale = tl.load(s_ptrs + g0 * stride_sg, mask=live[None, :], other=SCALE_ONE)
+        x = tl.load(a_ptrs + g0 * _BLOCK_SIZE * stride_ak, mask=live[:, None] & (g0 * _BLOCK_SIZE + offs_x < K),
+                    other=0.0)
+        x = tl.reshape(x.to(tl.float32), [1, BLOCK_G, WORDS_PER_BLOCK, 2, 2, 2])
+        acc += word_block_sums(words, scale, x, 2)
     tile = row * tl.num_programs(0) + pid_n
     offs_m = row + tl.arange(0, 1)
     finish_tile(tl.sum(acc, axis=1)[None, :], out_ptr, bias_ptr, partials_ptr, counters_ptr, tile, split,
@@ -228,6 +273,16 @@ GEMV_CONFIG = GemvConfig(
         "64x8, 128x4 (8 warps), 64x16, 32x16, num_stages=2, register double-buffering: 2-35% slower",
 )
 
+# sm_90, weights of at least TMA_GEMV_MIN_ELEMENTS: the weight words read by TMA, 3 stages (_mxfp4_gemv_tma_kernel).
+# Session 10 probe, M=1, CUDA graphs (bench/RESULTS.md): 8192^2 27.6 -> 24.7 us, 28672x8192 79.9 -> 65.3; at
+# 5760x2880 every TMA shape was slower (10.7 -> 11.4..13.7), so smaller weights keep the register GEMV.
+TMA_GEMV_CONFIG = GemvConfig(
+    block_n=64, block_g=8, num_warps=4, num_stages=3,
+    why="8 KB of words per step, 2 steps in flight per program. Also tried: 64x4 (3, 4, 6 stages), 64x8x4 stages, "
+        "128x4, 128x4 8 warps, 32x8, 8 programs per SM: 64x8x3 was best on both large shapes",
+)
+TMA_GEMV_MIN_ELEMENTS = 32 << 20
+
 TILE_CONFIGS = {
     # 2 <= M <= 16 with 16-bit activations: one 16-row MMA tile (mma.sync) and split-K; the weight is still read
     # once per call, and the per-row multiply-adds move from the CUDA cores to the tensor cores (the GEMV with
@@ -256,6 +311,7 @@ TILE_CONFIGS = {
 # Under TRITON_INTERPRET=1 every program runs in NumPy: small tiles keep CI fast while still exercising split-K,
 # several K steps and the masked tail.
 INTERPRETER_GEMV = GemvConfig(block_n=16, block_g=2, num_warps=4, why="interpreter")
+INTERPRETER_TMA_GEMV = GemvConfig(block_n=16, block_g=2, num_warps=4, num_stages=2, why="interpreter")
 INTERPRETER_TILE = TileConfig(block_m=16, block_n=32, block_k=64, num_warps=4, num_stages=1, group_m=2,
                               why="interpreter")
 
@@ -294,6 +350,7 @@ class Plan:
     num_stages: int
     partial_elems: int
     tiles: int
+    tma_block: tuple | None = None  # (rows, MX blocks) of one TMA load of the weight, for the TMA GEMV
 
 
 def _dot_dtype(backend: Backend, dtype: torch.dtype):
@@ -303,25 +360,37 @@ def _dot_dtype(backend: Backend, dtype: torch.dtype):
 
 
 def choose_plan(backend: Backend, M: int, N: int, K: int, dtype: torch.dtype, num_sms: int,
-                schedule: str | None = None, interpreted: bool = False) -> Plan:
-    """The launch for one shape (cached by the caller). ``schedule``: None (auto), "gemv" or "tiled"."""
+                schedule: str | None = None, interpreted: bool = False, tma: bool = False) -> Plan:
+    """The launch for one shape (cached by the caller). ``schedule``: None (auto), "gemv", "gemv_tma" (sm_90: the
+    hopper path, and ``tma``: the weight is ``launch.tma_readable``) or "tiled"."""
     num_groups = num_blocks(K)
     dot_dtype = _dot_dtype(backend, dtype)
     if schedule is None:
         gemv_rows = GEMV_MAX_M_FP32 if dot_dtype == tl.float32 else GEMV_MAX_M
         schedule = "gemv" if M <= gemv_rows else "tiled"
-    if schedule == "gemv":
-        cfg = INTERPRETER_GEMV if interpreted else GEMV_CONFIG
+        if schedule == "gemv" and backend is Backend.HOPPER and tma and N * K >= TMA_GEMV_MIN_ELEMENTS:
+            schedule = "gemv_tma"
+    if schedule == "gemv_tma" and (backend is not Backend.HOPPER or not tma):
+        raise ValueError("the gemv_tma schedule needs the hopper path (TMA is sm_90's) and a weight TMA can read "
+                         "(16-byte aligned base and row stride, a Triton with tensor descriptors)")
+    if schedule in ("gemv", "gemv_tma"):
+        if schedule == "gemv":
+            cfg = INTERPRETER_GEMV if interpreted else GEMV_CONFIG
+        else:
+            cfg = INTERPRETER_TMA_GEMV if interpreted else TMA_GEMV_CONFIG
         tiles = triton.cdiv(N, cfg.block_n) * M
         splits, per_split = split_k(tiles, num_groups, cfg.block_g, num_sms, GEMV_SPLIT)
         return Plan(
-            kernel=_mxfp4_gemv_kernel, grid=(triton.cdiv(N, cfg.block_n), splits, M), groups_per_split=per_split,
-            constexprs=(("BLOCK_N", cfg.block_n), ("BLOCK_G", cfg.block_g)),
+            kernel=_mxfp4_gemv_kernel if schedule == "gemv" else _mxfp4_gemv_tma_kernel,
+            grid=(triton.cdiv(N, cfg.block_n), splits, M), groups_per_split=per_split,
+            constexprs=(("BLOCK_N", cfg.block_n), ("BLOCK_G", cfg.block_g))
+            + ((("NUM_STAGES", cfg.num_stages),) if schedule == "gemv_tma" else ()),
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
             partial_elems=splits * tiles * cfg.block_n if splits > 1 else 0, tiles=tiles if splits > 1 else 0,
+            tma_block=(cfg.block_n, cfg.block_g) if schedule == "gemv_tma" else None,
         )
     if schedule != "tiled":
-        raise ValueError(f"unknown schedule {schedule!r}; expected 'gemv' or 'tiled'")
+        raise ValueError(f"unknown schedule {schedule!r}; expected 'gemv', 'gemv_tma' or 'tiled'")
     if interpreted:
         cfg = INTERPRETER_TILE
     elif dot_dtype == tl.float32:
@@ -349,10 +418,15 @@ def choose_plan(backend: Backend, M: int, N: int, K: int, dtype: torch.dtype, nu
 
 
 @functools.lru_cache(maxsize=4096)
-def _cached_plan(backend, M, N, K, dtype, device_index, schedule, interpreted):
+def _cached_plan(backend, M, N, K, dtype, device_index, schedule, interpreted, tma):
     # Under the interpreter there is no SM count: pretend 2 SMs so that small test shapes still split K.
     num_sms = 2 if interpreted else sm_count(device_index)
-    return choose_plan(backend, M, N, K, dtype, num_sms, schedule, interpreted)
+    return choose_plan(backend, M, N, K, dtype, num_sms, schedule, interpreted, tma)
+
+
+def _weight_operand(plan: Plan, blocks: torch.Tensor):
+    """What the kernel reads the weight through: the packed bytes, or (TMA GEMV) a descriptor over them."""
+    return blocks if plan.tma_block is None else block_words_descriptor(blocks, *plan.tma_block)
 
 
 _WORKSPACES: dict = {}
@@ -474,10 +548,12 @@ def matmul(a: torch.Tensor, blocks: torch.Tensor, scales: torch.Tensor, bias: to
     args = (a, blocks, scales, out if bias is None else bias, out, None, None, M, N, K, G, 0,
             a_strides[0], a_strides[1], block_strides[0], scale_strides[0], scale_strides[1], N, 1)
 
+    tma = tma_readable(blocks)
     if not a.is_cuda:
-        plan = _cached_plan(Backend(backend), M, N, K, a.dtype, -1, _schedule, True)
+        plan = _cached_plan(Backend(backend), M, N, K, a.dtype, -1, _schedule, True, tma)
         partials, counters = _workspace(a.device, 0, plan.partial_elems, plan.tiles)
-        args = args[:5] + (partials, counters) + args[7:11] + (plan.groups_per_split,) + args[12:]
+        args = ((a, _weight_operand(plan, blocks)) + args[2:5] + (partials, counters) + args[7:11]
+                + (plan.groups_per_split,) + args[12:])
         _launch(plan, args, dict(plan.constexprs, HAS_BIAS=bias is not None), None, -1, 0)
         return out
 
@@ -489,7 +565,7 @@ def matmul(a: torch.Tensor, blocks: torch.Tensor, scales: torch.Tensor, bias: to
            scale_strides, device_index, aligned)
     record = _LAUNCHES.get(key)
     if record is None:
-        plan = _cached_plan(Backend(backend), M, N, K, a.dtype, device_index, _schedule, False)
+        plan = _cached_plan(Backend(backend), M, N, K, a.dtype, device_index, _schedule, False, tma)
         constexprs = dict(plan.constexprs, HAS_BIAS=bias is not None)
         tail = tuple(constexprs.get(name, param.default) for name, param in _constexpr_params(plan.kernel))
         record = _Launch(plan, tail)
@@ -498,7 +574,8 @@ def matmul(a: torch.Tensor, blocks: torch.Tensor, scales: torch.Tensor, bias: to
     plan = record.plan
     stream = current_stream(device_index)
     partials, counters = _workspace(a.device, stream, plan.partial_elems, plan.tiles)
-    args = args[:5] + (partials, counters) + args[7:11] + (plan.groups_per_split,) + args[12:]
+    args = ((a, _weight_operand(plan, blocks)) + args[2:5] + (partials, counters) + args[7:11]
+            + (plan.groups_per_split,) + args[12:])
     _launch(plan, args, dict(plan.constexprs, HAS_BIAS=bias is not None), record if aligned else None,
             device_index, stream)
     return out
@@ -514,7 +591,7 @@ def _constexpr_params(kernel):
 
 
 _CONSTEXPR_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_G", "BLOCK_K", "GROUP_M", "HAS_BIAS", "DOT_DTYPE", "DOT_IN_FP32",
-                    "TABLE_DECODE")
+                    "TABLE_DECODE", "NUM_STAGES")
 
 
 # --- ahead-of-time compile list -------------------------------------------------------------------------------------
@@ -527,9 +604,15 @@ _DIVISIBLE_ALWAYS = ("stride_bn",)
 _DIVISIBLE_CONTIGUOUS = ("N", "K", "stride_am", "stride_om")
 
 
-def _signature(kernel, a_sig: str, bias_sig: str, unit_strides: bool) -> dict:
+def _signature(plan: Plan, a_sig: str, bias_sig: str, unit_strides: bool) -> dict:
+    kernel = plan.kernel
+    if plan.tma_block is None:
+        weight = {"blocks_ptr": "*u8"}
+    else:
+        rows, groups = plan.tma_block
+        weight = {"blocks_desc": f"tensordesc<i32[{rows}, {groups * int(WORDS_PER_BLOCK)}]>"}
     sig = {
-        "a_ptr": f"*{a_sig}", "blocks_ptr": "*u8", "scales_ptr": "*u8", "bias_ptr": f"*{bias_sig}",
+        "a_ptr": f"*{a_sig}", **weight, "scales_ptr": "*u8", "bias_ptr": f"*{bias_sig}",
         "out_ptr": f"*{a_sig}", "partials_ptr": "*fp32", "counters_ptr": "*i32",
     }
     for name in _INT_ARGS:
@@ -542,8 +625,8 @@ def _signature(kernel, a_sig: str, bias_sig: str, unit_strides: bool) -> dict:
 def compile_specs(backend: Backend, exhaustive: bool = False) -> list[dict]:
     """The kernel variants ``backend`` can launch, for ahead-of-time compilation checks (``triton.compile``).
 
-    Each: ``{"name", "fn", "signature", "constexprs", "num_warps", "num_stages"}``. Covers both schedules and every
-    table config the path dispatches to (or a forced schedule reaches), for each activation dtype the path accepts,
+    Each: ``{"name", "fn", "signature", "constexprs", "num_warps", "num_stages"}``. Covers every schedule (the TMA
+    GEMV on hopper) and every table config the path dispatches to (or a forced schedule reaches), for each activation dtype the path accepts,
     with bias in a's dtype (the GPT-OSS case; the bias branch is a superset of the no-bias code); plus, per kernel,
     one variant with no bias and one with an fp32 bias and non-unit strides (non-contiguous a). ``exhaustive``:
     every (config, dtype) with each bias kind, and a strided variant of each (~3x as many, for a full GPU run).
@@ -555,9 +638,10 @@ def compile_specs(backend: Backend, exhaustive: bool = False) -> list[dict]:
         a_sig = TRITON_TYPES[dtype]
         plans = {}
         # One representative shape per table entry the dispatcher (or a forced schedule) can reach.
+        schedules = ("gemv", "gemv_tma", "tiled") if backend is Backend.HOPPER else ("gemv", "tiled")
         for M in (1, 3, 16, 64, 1024):
-            for schedule in ("gemv", "tiled"):
-                plan = choose_plan(backend, M, 4096, 4096, dtype, 132, schedule)
+            for schedule in schedules:
+                plan = choose_plan(backend, M, 4096, 4096, dtype, 132, schedule, tma=True)
                 plans.setdefault(plan.constexprs + (plan.num_warps, plan.num_stages, plan.kernel.__name__), plan)
         for plan in plans.values():
             if exhaustive:
@@ -582,7 +666,7 @@ def _spec(plan: Plan, a_sig: str, bias_sig: str | None, unit_strides: bool) -> d
         + [f"w{plan.num_warps}", f"s{plan.num_stages}"] + ([] if unit_strides else ["strided"])
     )
     return {
-        "name": name, "fn": plan.kernel, "signature": _signature(plan.kernel, a_sig, bias_sig or a_sig, unit_strides),
+        "name": name, "fn": plan.kernel, "signature": _signature(plan, a_sig, bias_sig or a_sig, unit_strides),
         "constexprs": constexprs, "num_warps": plan.num_warps, "num_stages": plan.num_stages,
         # A block row is always 16-byte aligned; contiguous GPT-OSS / 8192 shapes make these multiples of 16 too.
         "divisible_by_16": list(_DIVISIBLE_ALWAYS + (_DIVISIBLE_CONTIGUOUS if unit_strides else ())),

@@ -3,7 +3,8 @@
 Decode (``uses_gemv``: up to 8 pairs ``T * k``, up to 32 with many experts): three launches, each bound by reading
 the hit experts' weights once.
     1. moe_routing.route                  router GEMM + top-k + softmax over the k picked logits  [T, k] ids, weights
-    2. moe_gate_up_gemv.gate_up_swiglu_gemv  per (pair, feature block): W1 rows streamed on the CUDA cores,
+    2. moe_gate_up_gemv.gate_up_swiglu_gemv  per (pair, feature block): W1 rows streamed on the CUDA cores (sm_90,
+                                          up to 8 pairs: read by TMA, pipelined),
                                           bias + SwiGLU fused                                     act [P, I] pair order
     3. moe_down_gemv.down_combine_gemv    per (pair, feature block): W2 rows streamed on the CUDA cores, bias
                                           and routing weight; the last of a token's k programs
@@ -35,7 +36,7 @@ import torch
 from mxfp4.dispatch import Backend
 
 from . import moe_combine, moe_down, moe_down_gemv, moe_gate_up, moe_gate_up_gemv, moe_routing, moe_sort
-from .launch import TRITON_TYPES
+from .launch import TRITON_TYPES, tma_readable
 from .moe_common import next_power_of_2_at_least
 from .rms_norm import AddNorm
 
@@ -96,6 +97,12 @@ GEMV_SCHEDULES = (
     # T=8: gate_up 169 us (was 195), down 89.6 (was 101)
     (GEMV_MAX_PAIRS, GemvConfig(32, 4, 4), GemvConfig(16, 8, 4)),
 )
+
+
+#: sm_90 (the hopper path), up to GEMV_ALWAYS_PAIRS pairs: gate_up reads W1 by TMA, 3 stages deep
+#: (moe_gate_up_gemv.gate_up_swiglu_gemv_tma_kernel). Session 10 probe, T=1, E=32: 27.1 us with the register GEMV
+#: above, 24.1 with this shape (8x16: 24.7, 16x16: 26.2, 4 stages: 26.7-27.6, 8 warps 27.0-30.0).
+TMA_GATE_UP = GemvConfig(32, 8, 4, num_stages=3)
 
 
 def gemv_schedule(pairs: int) -> tuple[GemvConfig, GemvConfig]:
@@ -159,8 +166,9 @@ def moe(x, router_w, router_b, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b
         if add_norm is not None:  # the router's launch stored the new residual and the rows the experts see
             new_residual, x = normed
         gate_up_config, down_config = gemv_schedule(pairs)
+        tma = backend is Backend.HOPPER and pairs <= GEMV_ALWAYS_PAIRS and tma_readable(w1_blocks)
         act = moe_gate_up_gemv.gate_up_swiglu_gemv(x, expert_ids, w1_blocks, w1_scales, b1.contiguous(), alpha,
-                                                   limit, gate_up_config, act_dtype)
+                                                   limit, TMA_GATE_UP if tma else gate_up_config, act_dtype, tma)
         out = moe_down_gemv.down_combine_gemv(act, expert_ids, routing_weights, w2_blocks, w2_scales,
                                               b2.contiguous(), down_config, x.dtype)
         return out if add_norm is None else (new_residual, out)
@@ -230,6 +238,16 @@ def compile_specs(backend: Backend, activation: torch.dtype | None = None,
             name = (f"moe_{kernel.__name__.removesuffix('_kernel')}_{backend.value}_{act_type}"
                     f"_n{config.block_n}_g{config.block_g}_w{config.num_warps}")
             specs.append(_spec(name, kernel, module, config, act_type, hidden_act_type))
+    if backend is Backend.HOPPER:
+        config = TMA_GATE_UP
+        specs.append({
+            "name": f"moe_gate_up_swiglu_gemv_tma_{act_type}_n{config.block_n}_g{config.block_g}_w{config.num_warps}",
+            "fn": moe_gate_up_gemv.gate_up_swiglu_gemv_tma_kernel,
+            "signature": moe_gate_up_gemv.tma_signature(act_type, hidden_act_type, config.block_n, config.block_g),
+            "constexprs": {**config.constexprs(), "NUM_STAGES": config.num_stages},
+            "num_warps": config.num_warps, "num_stages": config.num_stages,
+            "divisible_by_16": ["hidden", "intermediate", "stride_xt", "scales_stride_e"],
+        })
     for experts in num_experts:
         specs += moe_routing.compile_specs(act_type, experts)
         specs += moe_sort.compile_specs(experts)

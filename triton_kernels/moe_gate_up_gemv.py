@@ -26,11 +26,12 @@ import triton.language as tl
 
 from mxfp4.dispatch import triton_interpreter_enabled
 
-from .launch import word_aligned
+from .launch import block_words_descriptor, word_aligned
 from .moe_common import cast, expert_rows_gemv, swiglu
+from .mx import BLOCK_ELEMENTS, SCALE_ONE, WORDS_PER_BLOCK, word_block_sums
 
 
-def gate_up_swiglu_gemv(x, expert_ids, w1_blocks, w1_scales, b1, alpha, limit, config, act_dtype):
+def gate_up_swiglu_gemv(x, expert_ids, w1_blocks, w1_scales, b1, alpha, limit, config, act_dtype, tma=False):
     """``act [T * k, I]`` in ``act_dtype``: row ``t * k + slot`` = SwiGLU of token t through expert
     ``expert_ids[t, slot]``.
 
@@ -39,6 +40,8 @@ def gate_up_swiglu_gemv(x, expert_ids, w1_blocks, w1_scales, b1, alpha, limit, c
         w1_blocks: ``uint8 [E, 2I, G, 16]`` with contiguous ``[G, 16]`` rows; w1_scales: ``uint8 [E, 2I, G]`` with
             unit stride along G. b1: ``[E, 2I]`` contiguous. config: a :class:`mxfp4.triton_kernels.moe.GemvConfig`.
         act_dtype: torch.bfloat16 (tensor-core paths) or torch.float32 (fp32 path).
+        tma: read the W1 words by TMA, ``config.num_stages`` deep (``gate_up_swiglu_gemv_tma_kernel``; sm_90, and
+            ``launch.tma_readable(w1_blocks)``).
 
     >>> act = gate_up_swiglu_gemv(x, ids, w1.blocks, w1.scales, b1, 1.702, 7.0, GemvConfig(8, 16, 4), torch.bfloat16)
     """
@@ -53,6 +56,14 @@ def gate_up_swiglu_gemv(x, expert_ids, w1_blocks, w1_scales, b1, alpha, limit, c
     if pairs == 0:
         return act
     grid = (pairs, triton.cdiv(intermediate, config.block_n))
+    if tma:
+        gate_up_swiglu_gemv_tma_kernel[grid](
+            x, expert_ids, block_words_descriptor(w1_blocks, 2 * config.block_n, config.block_g), w1_scales, b1, act,
+            hidden, intermediate, top_k, x.stride(0), w1_scales.stride(0), w1_scales.stride(1), alpha, limit,
+            BLOCK_N=config.block_n, BLOCK_G=config.block_g, NUM_STAGES=config.num_stages,
+            INTERPRETED=triton_interpreter_enabled(), num_warps=config.num_warps, num_stages=config.num_stages,
+        )
+        return act
     gate_up_swiglu_gemv_kernel[grid](
         x, expert_ids, w1_blocks, w1_scales, b1, act,
         hidden, intermediate, top_k, x.stride(0),
@@ -98,6 +109,54 @@ def gate_up_swiglu_gemv_kernel(
     dot = expert_rows_gemv(blocks_ptr, scales_ptr, expert, w_row, x_ptr + token.to(tl.int64) * stride_xt, hidden,
                            blocks_stride_e, blocks_stride_n, scales_stride_e, scales_stride_n, ROWS, BLOCK_G)
     pre = dot + tl.load(bias_ptr + expert * (2 * intermediate) + w_row).to(tl.float32)
+    gate, up = tl.split(tl.reshape(pre, [BLOCK_N, 2]))
+    act = swiglu(gate, up, alpha, limit)
+    feature = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    tl.store(act_ptr + pair.to(tl.int64) * intermediate + feature, cast(act, act_ptr.dtype.element_ty, INTERPRETED),
+             mask=feature < intermediate)
+
+
+def tma_signature(activation: str, act: str, block_n: int, block_g: int) -> dict:
+    return {
+        "x_ptr": f"*{activation}", "expert_ids_ptr": "*i32",
+        "blocks_desc": f"tensordesc<i32[1, {2 * block_n}, {block_g * int(WORDS_PER_BLOCK)}]>", "scales_ptr": "*u8",
+        "bias_ptr": f"*{activation}", "act_ptr": f"*{act}",
+        "hidden": "i32", "intermediate": "i32", "top_k": "i32", "stride_xt": "i32",
+        "scales_stride_e": "i32", "scales_stride_n": "i32", "alpha": "fp32", "limit": "fp32",
+        "BLOCK_N": "constexpr", "BLOCK_G": "constexpr", "NUM_STAGES": "constexpr", "INTERPRETED": "constexpr",
+    }
+
+
+@triton.jit
+def gate_up_swiglu_gemv_tma_kernel(
+    x_ptr, expert_ids_ptr, blocks_desc, scales_ptr, bias_ptr, act_ptr,
+    hidden, intermediate, top_k, stride_xt, scales_stride_e, scales_stride_n, alpha, limit,
+    BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, NUM_STAGES: tl.constexpr, INTERPRETED: tl.constexpr,
+):
+    """The kernel above with the W1 words read by TMA (sm_90) ``NUM_STAGES - 1`` steps ahead of the decode: Triton
+    pipelines descriptor loads, not plain loads that feed no dot. ``blocks_desc``: ``launch.block_words_descriptor``
+    of W1 (``[E, 2I, 4G]`` words, ``[1, 2 * BLOCK_N, 4 * BLOCK_G]`` per load; rows past 2I and words past the row
+    read as 0). Same products and order of sums as ``expert_rows_gemv``."""
+    pair = tl.program_id(0)
+    token = pair // top_k
+    expert = tl.load(expert_ids_ptr + pair)
+    ROWS: tl.constexpr = 2 * BLOCK_N
+    first_row = tl.program_id(1) * ROWS
+    w_row = tl.minimum(first_row + tl.arange(0, ROWS), 2 * intermediate - 1)
+    group = tl.arange(0, BLOCK_G)
+    num_groups = (hidden + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS
+    scale_ptrs = scales_ptr + expert.to(tl.int64) * scales_stride_e + w_row[:, None] * scales_stride_n + group[None, :]
+    element = group[:, None] * BLOCK_ELEMENTS + tl.arange(0, BLOCK_ELEMENTS)[None, :]
+    x_ptrs = x_ptr + token.to(tl.int64) * stride_xt + element
+    acc = tl.zeros((ROWS, BLOCK_G), dtype=tl.float32)
+    for g0 in tl.range(0, num_groups, BLOCK_G, num_stages=NUM_STAGES):
+        words = tl.reshape(blocks_desc.load([expert, first_row, g0 * WORDS_PER_BLOCK]), [ROWS, BLOCK_G, WORDS_PER_BLOCK])
+        live = g0 + group < num_groups
+        scale = tl.load(scale_ptrs + g0, mask=live[None, :], other=SCALE_ONE)
+        x = tl.load(x_ptrs + g0 * BLOCK_ELEMENTS, mask=g0 * BLOCK_ELEMENTS + element < hidden, other=0.0)
+        x = tl.reshape(x.to(tl.float32), [1, BLOCK_G, WORDS_PER_BLOCK, 2, 2, 2])
+        acc += word_block_sums(words, scale, x, 2)
+    pre = tl.sum(acc, axis=1) + tl.load(bias_ptr + expert.to(tl.int64) * (2 * intermediate) + w_row).to(tl.float32)
     gate, up = tl.split(tl.reshape(pre, [BLOCK_N, 2]))
     act = swiglu(gate, up, alpha, limit)
     feature = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
