@@ -3,7 +3,8 @@
 Odd shapes and partial last blocks, so any load or store past an extent shows up as an invalid access.
 Run by bench/gpu.sh:  compute-sanitizer --tool memcheck --error-exitcode 9 python3 bench/sanitize.py
 [--only-moe | --only-attention]
-(MoE: T = 70 tokens take the tiled schedule, T = 1 and 9 the GEMV decode schedule; the dense projection GEMV
+(matmul: every schedule, the TMA GEMV forced on hopper; MoE: T = 70 tokens take the tiled schedule, T = 1 and 9
+the GEMV decode schedule (T = 1 on hopper: gate_up by TMA); the dense projection GEMV
 of the model's decode at odd shapes; the decode and prefill attention kernels.)
 """
 
@@ -34,6 +35,16 @@ def run_dense(backend: str) -> None:
             if m >= 300:  # a bias of a's dtype: the dequantize + cuBLAS schedule from DEQUANT_GEMM_MIN_M rows
                 mxfp4.matmul(torch.randn(600, k, generator=gen, device="cuda").to(dtype), w, bias.to(dtype),
                              backend=backend)
+    if backend == "hopper":  # the TMA GEMV, chosen automatically only from 32M weight elements: forced here
+        from mxfp4.dispatch import Backend
+        from mxfp4.triton_kernels.matmul import matmul as launch_matmul
+
+        for n, k in ((63, 100), (67, 2881)):
+            w = mxfp4.quantize(torch.randn(n, k, generator=gen, device="cuda"), backend=backend)
+            bias = torch.randn(n, generator=gen, device="cuda")
+            for dtype in ACTIVATION_DTYPES:
+                a = torch.randn(3 if dtype == torch.float32 else 1, k, generator=gen, device="cuda").to(dtype)
+                launch_matmul(a, w.blocks, w.scales, bias, Backend.HOPPER, _schedule="gemv_tma")
     # The model's decode projections (one launch for three weights; odd widths and K, split K).
     from mxfp4.triton_kernels.dense_gemv import projections
 

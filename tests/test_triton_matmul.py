@@ -562,8 +562,8 @@ def test_launcher_rejects_mismatched_weight(device):
 
 def test_tma_gemv_needs_the_hopper_path_and_a_readable_weight(rng, device):
     """The TMA GEMV (forced) raises off the hopper path and for a weight TMA cannot read (a base 4 bytes past a
-    16-byte boundary); launch.tma_readable tells the two weights apart, so the automatic choice keeps the register
-    GEMV for the second."""
+    16-byte boundary); launch.tma_readable tells the two weights apart, and the automatic choice still computes the
+    product for the second."""
     from mxfp4.triton_kernels.launch import tma_readable
 
     blocks, scales = random_weight(rng, 8, 64)
@@ -578,8 +578,10 @@ def test_tma_gemv_needs_the_hopper_path_and_a_readable_weight(rng, device):
     assert tma_readable(aligned) and not tma_readable(shifted)
     with pytest.raises(ValueError, match="a weight TMA can read"):
         matmul(a, shifted, sc, None, Backend.HOPPER, _schedule="gemv_tma")
-    assert_same(matmul(a, shifted, sc, None, Backend.HOPPER), matmul(a, aligned, sc, None, Backend.HOPPER),
-                "automatic choice, shifted vs aligned weight")
+    # (Not bit for bit against the aligned weight: compiled, the JIT specializes pointers on 16-byte alignment, and
+    # the code it emits for the shifted one may round fp32 sums differently, by an ulp.)
+    assert_close(matmul(a, shifted, sc, None, Backend.HOPPER), expected(a, blocks, scales, None), torch.float32,
+                 "automatic choice with a weight TMA cannot read")
 
 
 # --- the ahead-of-time compile list ------------------------------------------------------------------------------------

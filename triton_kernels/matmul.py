@@ -10,7 +10,9 @@ Two schedules, both reading the packed weight straight from its checkpoint layou
   over/underflow). Enough slices are launched to give every SM several programs even at N = 2880. The slices are
   reduced inside the same launch: each program writes its fp32 partial tile, bumps a per-tile counter, and the
   last to arrive sums all partials in split order (deterministic), adds the bias once and writes the output. The
-  counters reset themselves, so the cached workspace needs no memset launch: one launch per call.
+  counters reset themselves, so the cached workspace needs no memset launch: one launch per call. On sm_90, for
+  weights of at least ``TMA_GEMV_MIN_ELEMENTS``, the words are read by TMA into shared memory a few K steps ahead
+  (``_mxfp4_gemv_tma_kernel``: Triton pipelines descriptor loads, not plain loads that feed no dot).
 * Dequantize + cuBLAS (M >= ``DEQUANT_GEMM_MIN_M`` with 16-bit activations): the weight is decoded once into a
   ``[rows, K]`` buffer of a's dtype (``dequantize.py``, ~95% of copy bandwidth) and multiplied by torch's GEMM,
   in row chunks of at most ``DEQUANT_CHUNK_BYTES``. At that M the decode is a few percent of the GEMM (8192^2 at
