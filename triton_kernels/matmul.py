@@ -77,6 +77,24 @@ _BLOCK_SIZE = tl.constexpr(BLOCK_SIZE)
 
 # --- GEMV / split-K schedule ---------------------------------------------------------------------------------------
 @triton.jit
+def _gemv_program(N, BLOCK_N: tl.constexpr):
+    """``(pid_n, split, row, offs_n, w_rows)`` of a GEMV program on grid (cdiv(N, BLOCK_N), num_splits, M). Rows past
+    N are clamped in ``w_rows``, which keeps every load in bounds without a mask; they are never stored."""
+    pid_n = tl.program_id(0)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    return pid_n, tl.program_id(1), tl.program_id(2), offs_n, tl.minimum(offs_n, N - 1).to(tl.int64)
+
+
+@triton.jit
+def _gemv_finish(acc, pid_n, split, row, offs_n, out_ptr, bias_ptr, partials_ptr, counters_ptr, M, N, stride_om,
+                 stride_on, HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Reduce the ``[BLOCK_N, BLOCK_G]`` block sums over G and hand the row's tile to the split-K reduction."""
+    tile = row * tl.num_programs(0) + pid_n
+    finish_tile(tl.sum(acc, axis=1)[None, :], out_ptr, bias_ptr, partials_ptr, counters_ptr, tile, split,
+                 tl.num_programs(1), row + tl.arange(0, 1), offs_n, M, N, stride_om, stride_on, HAS_BIAS, 1, BLOCK_N)
+
+
+@triton.jit
 def _mxfp4_gemv_kernel(
     a_ptr, blocks_ptr, scales_ptr, bias_ptr, out_ptr, partials_ptr, counters_ptr,
     M, N, K, num_groups, groups_per_split,
@@ -86,13 +104,8 @@ def _mxfp4_gemv_kernel(
     """out[m, n] = sum_k a[m, k] * W[n, k] (+ bias[n]) for a [M, K], blocks [N, G, 16] (byte stride 1, block
     stride 16), scales [N, G]; grid (cdiv(N, BLOCK_N), num_splits, M): one activation row per program (the
     programs of the other rows read the same weight bytes from L2)."""
-    pid_n = tl.program_id(0)
-    split = tl.program_id(1)
-    row = tl.program_id(2)
-    num_splits = tl.num_programs(1)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    # Clamped rows keep every load in bounds without a mask (so weight loads stay 128-bit); they are never stored.
-    w_rows = tl.minimum(offs_n, N - 1).to(tl.int64)
+    # (The clamped rows also keep the weight loads unmasked, so they stay 128-bit.)
+    pid_n, split, row, offs_n, w_rows = _gemv_program(N, BLOCK_N)
     offs_g = tl.arange(0, BLOCK_G)
     offs_word = tl.arange(0, WORDS_PER_BLOCK)
     # The packed bytes as little-endian int32 words, 4 per block (the launcher keeps rows 4-byte aligned).
@@ -114,10 +127,8 @@ def _mxfp4_gemv_kernel(
         acc = gemv_step(acc, g0, w_ptrs, s_ptrs, a_ptrs, K, end, stride_sg, stride_ak, False)
     if full_end < end:  # at most one step: the slice's remainder and the partial last block
         acc = gemv_step(acc, full_end, w_ptrs, s_ptrs, a_ptrs, K, end, stride_sg, stride_ak, True)
-    tile = row * tl.num_programs(0) + pid_n
-    offs_m = row + tl.arange(0, 1)
-    finish_tile(tl.sum(acc, axis=1)[None, :], out_ptr, bias_ptr, partials_ptr, counters_ptr, tile, split,
-                 num_splits, offs_m, offs_n, M, N, stride_om, stride_on, HAS_BIAS, 1, BLOCK_N)
+    _gemv_finish(acc, pid_n, split, row, offs_n, out_ptr, bias_ptr, partials_ptr, counters_ptr, M, N, stride_om,
+                 stride_on, HAS_BIAS, BLOCK_N)
 
 
 @triton.jit
@@ -133,12 +144,7 @@ def _mxfp4_gemv_tma_kernel(
     ``blocks_desc``: ``launch.block_words_descriptor`` of the weight, ``[BLOCK_N, 4 * BLOCK_G]`` words per load;
     rows past N and words past the row read as 0 (never stored / times 0). Same decode, order of sums and split-K
     reduction as the register GEMV, so the two give the same bits for the same launch shape."""
-    pid_n = tl.program_id(0)
-    split = tl.program_id(1)
-    row = tl.program_id(2)
-    num_splits = tl.num_programs(1)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    w_rows = tl.minimum(offs_n, N - 1).to(tl.int64)
+    pid_n, split, row, offs_n, w_rows = _gemv_program(N, BLOCK_N)
     offs_g = tl.arange(0, BLOCK_G)
     s_ptrs = scales_ptr + w_rows[:, None] * stride_sn + offs_g[None, :] * stride_sg
     offs_x = offs_g[:, None] * _BLOCK_SIZE + tl.arange(0, _BLOCK_SIZE)[None, :]
@@ -158,10 +164,8 @@ def _mxfp4_gemv_tma_kernel(
                     other=0.0)
         x = tl.reshape(x.to(tl.float32), [1, BLOCK_G, WORDS_PER_BLOCK, 2, 2, 2])
         acc += word_block_sums(words, scale, x, 2)
-    tile = row * tl.num_programs(0) + pid_n
-    offs_m = row + tl.arange(0, 1)
-    finish_tile(tl.sum(acc, axis=1)[None, :], out_ptr, bias_ptr, partials_ptr, counters_ptr, tile, split,
-                 num_splits, offs_m, offs_n, M, N, stride_om, stride_on, HAS_BIAS, 1, BLOCK_N)
+    _gemv_finish(acc, pid_n, split, row, offs_n, out_ptr, bias_ptr, partials_ptr, counters_ptr, M, N, stride_om,
+                 stride_on, HAS_BIAS, BLOCK_N)
 
 
 # --- tiled (tensor-core) schedule ------------------------------------------------------------------------------------
