@@ -116,6 +116,13 @@ def block_words_descriptor(blocks: torch.Tensor, block_rows: int, block_groups: 
     return TensorDescriptor(words, shape, strides, block_shape)
 
 
+def block_words_descriptor_type(block_rows: int, block_groups: int, leading_dims: int = 0) -> str:
+    """The ahead-of-time signature type of ``block_words_descriptor(blocks, block_rows, block_groups)`` for
+    ``blocks`` with ``leading_dims`` dims before ``[R, G, 16]``."""
+    shape = [1] * leading_dims + [block_rows, block_groups * (BYTES_PER_BLOCK // torch.int32.itemsize)]
+    return f"tensordesc<i32[{', '.join(map(str, shape))}]>"
+
+
 def reduction_workspace(cache: dict, device: torch.device, stream: int, floats: int, counters: int):
     """``(float32 [>= floats], int32 [>= counters])`` for a launch whose programs publish partial results and let
     the last one to arrive finish the work, cached in ``cache`` per (device, stream) and grown on demand.

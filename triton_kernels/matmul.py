@@ -58,10 +58,10 @@ from mxfp4.dispatch import Backend, BackendUnavailableError, triton_interpreter_
 from mxfp4.spec import BLOCK_SIZE, BYTES_PER_BLOCK, num_blocks
 
 from .dequantize import dequantize
-from .launch import (TRITON_TYPES, block_words_descriptor, current_stream, reduction_workspace, sm_count,
-                     tma_readable, word_aligned)
+from .launch import (TRITON_TYPES, block_words_descriptor, block_words_descriptor_type, current_stream,
+                     reduction_workspace, sm_count, tma_readable, word_aligned)
 from .splitk import SplitPolicy, finish_tile, split_k, split_range
-from .mx import SCALE_ONE, WORDS_PER_BLOCK, decode_tile, gemv_step, word_block_sums
+from .mx import SCALE_ONE, WORDS_PER_BLOCK, decode_tile, gemv_step, gemv_tma_step
 
 __all__ = ["matmul", "compile_specs", "GemvConfig", "TileConfig", "choose_plan", "uses_dequant_gemm"]
 
@@ -147,23 +147,16 @@ def _mxfp4_gemv_tma_kernel(
     pid_n, split, row, offs_n, w_rows = _gemv_program(N, BLOCK_N)
     offs_g = tl.arange(0, BLOCK_G)
     s_ptrs = scales_ptr + w_rows[:, None] * stride_sn + offs_g[None, :] * stride_sg
-    offs_x = offs_g[:, None] * _BLOCK_SIZE + tl.arange(0, _BLOCK_SIZE)[None, :]
-    a_ptrs = a_ptr + row.to(tl.int64) * stride_am + offs_x * stride_ak
+    a_ptrs = (a_ptr + row.to(tl.int64) * stride_am
+              + (offs_g[:, None] * _BLOCK_SIZE + tl.arange(0, _BLOCK_SIZE)[None, :]) * stride_ak)
 
     begin, end, _ = split_range(split, groups_per_split, num_groups, K // _BLOCK_SIZE, BLOCK_G)
     acc = tl.zeros([BLOCK_N, BLOCK_G], dtype=tl.float32)
     # One loop, every step masked (a slice may end inside a step): the masks cost a few instructions per block,
     # where a separate tail step would end the pipeline early.
     for g0 in tl.range(begin, end, BLOCK_G, num_stages=NUM_STAGES):
-        words = tl.reshape(blocks_desc.load([pid_n * BLOCK_N, g0 * WORDS_PER_BLOCK]),
-                           [BLOCK_N, BLOCK_G, WORDS_PER_BLOCK])
-        live = g0 + offs_g < end
-        words = tl.where(live[None, :, None], words, 0)
-        scale = tl.load(s_ptrs + g0 * stride_sg, mask=live[None, :], other=SCALE_ONE)
-        x = tl.load(a_ptrs + g0 * _BLOCK_SIZE * stride_ak, mask=live[:, None] & (g0 * _BLOCK_SIZE + offs_x < K),
-                    other=0.0)
-        x = tl.reshape(x.to(tl.float32), [1, BLOCK_G, WORDS_PER_BLOCK, 2, 2, 2])
-        acc += word_block_sums(words, scale, x, 2)
+        words = blocks_desc.load([pid_n * BLOCK_N, g0 * WORDS_PER_BLOCK])
+        acc = gemv_tma_step(acc, words, g0, s_ptrs, a_ptrs, K, end, stride_sg, stride_ak, True)
     _gemv_finish(acc, pid_n, split, row, offs_n, out_ptr, bias_ptr, partials_ptr, counters_ptr, M, N, stride_om,
                  stride_on, HAS_BIAS, BLOCK_N)
 
@@ -554,9 +547,8 @@ def matmul(a: torch.Tensor, blocks: torch.Tensor, scales: torch.Tensor, bias: to
     args = (a, blocks, scales, out if bias is None else bias, out, None, None, M, N, K, G, 0,
             a_strides[0], a_strides[1], block_strides[0], scale_strides[0], scale_strides[1], N, 1)
 
-    tma = tma_readable(blocks)
     if not a.is_cuda:
-        plan = _cached_plan(Backend(backend), M, N, K, a.dtype, -1, _schedule, True, tma)
+        plan = _cached_plan(Backend(backend), M, N, K, a.dtype, -1, _schedule, True, tma_readable(blocks))
         partials, counters = _workspace(a.device, 0, plan.partial_elems, plan.tiles)
         args = ((a, _weight_operand(plan, blocks)) + args[2:5] + (partials, counters) + args[7:11]
                 + (plan.groups_per_split,) + args[12:])
@@ -564,14 +556,15 @@ def matmul(a: torch.Tensor, blocks: torch.Tensor, scales: torch.Tensor, bias: to
         return out
 
     device_index = a.get_device()
-    # The JIT specializes pointers on 16-byte alignment and ints on ==1 / %16: the key holds what decides that.
+    # The JIT specializes pointers on 16-byte alignment and ints on ==1 / %16: the key holds what decides that, and
+    # with it whether TMA can read the weight (its alignment and strides), so a cached launch needs no recheck.
     aligned = ((a.data_ptr() | blocks.data_ptr() | scales.data_ptr() | (0 if bias is None else bias.data_ptr()))
                & 15) == 0
     key = (backend, _schedule, a.dtype, None if bias is None else bias.dtype, M, N, K, a_strides, block_strides,
            scale_strides, device_index, aligned)
     record = _LAUNCHES.get(key)
     if record is None:
-        plan = _cached_plan(Backend(backend), M, N, K, a.dtype, device_index, _schedule, False, tma)
+        plan = _cached_plan(Backend(backend), M, N, K, a.dtype, device_index, _schedule, False, tma_readable(blocks))
         constexprs = dict(plan.constexprs, HAS_BIAS=bias is not None)
         tail = tuple(constexprs.get(name, param.default) for name, param in _constexpr_params(plan.kernel))
         record = _Launch(plan, tail)
@@ -615,8 +608,7 @@ def _signature(plan: Plan, a_sig: str, bias_sig: str, unit_strides: bool) -> dic
     if plan.tma_block is None:
         weight = {"blocks_ptr": "*u8"}
     else:
-        rows, groups = plan.tma_block
-        weight = {"blocks_desc": f"tensordesc<i32[{rows}, {groups * int(WORDS_PER_BLOCK)}]>"}
+        weight = {"blocks_desc": block_words_descriptor_type(*plan.tma_block)}
     sig = {
         "a_ptr": f"*{a_sig}", **weight, "scales_ptr": "*u8", "bias_ptr": f"*{bias_sig}",
         "out_ptr": f"*{a_sig}", "partials_ptr": "*fp32", "counters_ptr": "*i32",
@@ -632,7 +624,8 @@ def compile_specs(backend: Backend, exhaustive: bool = False) -> list[dict]:
     """The kernel variants ``backend`` can launch, for ahead-of-time compilation checks (``triton.compile``).
 
     Each: ``{"name", "fn", "signature", "constexprs", "num_warps", "num_stages"}``. Covers every schedule (the TMA
-    GEMV on hopper) and every table config the path dispatches to (or a forced schedule reaches), for each activation dtype the path accepts,
+    GEMV on hopper) and every table config the path dispatches to (or a forced schedule reaches), for each activation
+    dtype the path accepts,
     with bias in a's dtype (the GPT-OSS case; the bias branch is a superset of the no-bias code); plus, per kernel,
     one variant with no bias and one with an fp32 bias and non-unit strides (non-contiguous a). ``exhaustive``:
     every (config, dtype) with each bias kind, and a strided variant of each (~3x as many, for a full GPU run).

@@ -26,9 +26,9 @@ import triton.language as tl
 
 from mxfp4.dispatch import triton_interpreter_enabled
 
-from .launch import block_words_descriptor, word_aligned
+from .launch import block_words_descriptor, block_words_descriptor_type, word_aligned
 from .moe_common import cast, expert_rows_gemv, swiglu
-from .mx import BLOCK_ELEMENTS, SCALE_ONE, WORDS_PER_BLOCK, word_block_sums
+from .mx import BLOCK_ELEMENTS, WORDS_PER_BLOCK, gemv_tma_step
 
 
 def gate_up_swiglu_gemv(x, expert_ids, w1_blocks, w1_scales, b1, alpha, limit, config, act_dtype, tma=False):
@@ -119,7 +119,7 @@ def gate_up_swiglu_gemv_kernel(
 def tma_signature(activation: str, act: str, block_n: int, block_g: int) -> dict:
     return {
         "x_ptr": f"*{activation}", "expert_ids_ptr": "*i32",
-        "blocks_desc": f"tensordesc<i32[1, {2 * block_n}, {block_g * int(WORDS_PER_BLOCK)}]>", "scales_ptr": "*u8",
+        "blocks_desc": block_words_descriptor_type(2 * block_n, block_g, leading_dims=1), "scales_ptr": "*u8",
         "bias_ptr": f"*{activation}", "act_ptr": f"*{act}",
         "hidden": "i32", "intermediate": "i32", "top_k": "i32", "stride_xt": "i32",
         "scales_stride_e": "i32", "scales_stride_n": "i32", "alpha": "fp32", "limit": "fp32",
@@ -146,16 +146,13 @@ def gate_up_swiglu_gemv_tma_kernel(
     group = tl.arange(0, BLOCK_G)
     num_groups = (hidden + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS
     scale_ptrs = scales_ptr + expert.to(tl.int64) * scales_stride_e + w_row[:, None] * scales_stride_n + group[None, :]
-    element = group[:, None] * BLOCK_ELEMENTS + tl.arange(0, BLOCK_ELEMENTS)[None, :]
-    x_ptrs = x_ptr + token.to(tl.int64) * stride_xt + element
+    x_ptrs = (x_ptr + token.to(tl.int64) * stride_xt + group[:, None] * BLOCK_ELEMENTS
+              + tl.arange(0, BLOCK_ELEMENTS)[None, :])
     acc = tl.zeros((ROWS, BLOCK_G), dtype=tl.float32)
     for g0 in tl.range(0, num_groups, BLOCK_G, num_stages=NUM_STAGES):
-        words = tl.reshape(blocks_desc.load([expert, first_row, g0 * WORDS_PER_BLOCK]), [ROWS, BLOCK_G, WORDS_PER_BLOCK])
-        live = g0 + group < num_groups
-        scale = tl.load(scale_ptrs + g0, mask=live[None, :], other=SCALE_ONE)
-        x = tl.load(x_ptrs + g0 * BLOCK_ELEMENTS, mask=g0 * BLOCK_ELEMENTS + element < hidden, other=0.0)
-        x = tl.reshape(x.to(tl.float32), [1, BLOCK_G, WORDS_PER_BLOCK, 2, 2, 2])
-        acc += word_block_sums(words, scale, x, 2)
+        words = tl.reshape(blocks_desc.load([expert, first_row, g0 * WORDS_PER_BLOCK]),
+                           [ROWS, BLOCK_G * WORDS_PER_BLOCK])
+        acc = gemv_tma_step(acc, words, g0, scale_ptrs, x_ptrs, hidden, num_groups, 1, 1, False)
     pre = tl.sum(acc, axis=1) + tl.load(bias_ptr + expert.to(tl.int64) * (2 * intermediate) + w_row).to(tl.float32)
     gate, up = tl.split(tl.reshape(pre, [BLOCK_N, 2]))
     act = swiglu(gate, up, alpha, limit)

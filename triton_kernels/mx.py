@@ -224,6 +224,30 @@ def gemv_step(acc, g0, w_ptrs, s_ptrs, x_ptrs, length, g_end, stride_sg, stride_
     return acc + word_block_sums(words, scale, x, 2)
 
 
+@triton.jit
+def gemv_tma_step(acc, words, g0, s_ptrs, x_ptrs, length, g_end, stride_sg, stride_x, SLICED: tl.constexpr):
+    """``gemv_step`` for words a TMA load brought (``launch.block_words_descriptor``): ``words`` int32
+    ``[R, 4 G]`` of blocks ``g0 .. g0 + G - 1``, which the load zero-filled past the row's end. Every step is
+    masked (the TMA GEMVs run one pipelined loop, no separate tail step): scales at or past ``g_end`` read as 1,
+    activations at or past ``length`` as 0. ``SLICED`` (split-K, where ``g_end`` may fall inside the row): the words
+    and activations of blocks at or past ``g_end`` are zeroed too."""
+    R: tl.constexpr = words.shape[0]
+    G: tl.constexpr = acc.shape[1]
+    words = tl.reshape(words, [R, G, WORDS_PER_BLOCK])
+    live = g0 + tl.arange(0, G) < g_end
+    element = (g0 * BLOCK_ELEMENTS + tl.arange(0, G)[:, None] * BLOCK_ELEMENTS
+               + tl.arange(0, BLOCK_ELEMENTS)[None, :])
+    if SLICED:
+        words = tl.where(live[None, :, None], words, 0)
+        x_mask = live[:, None] & (element < length)
+    else:
+        x_mask = element < length
+    scale = tl.load(s_ptrs + g0 * stride_sg, mask=live[None, :], other=SCALE_ONE)
+    x = tl.load(x_ptrs + g0 * BLOCK_ELEMENTS * stride_x, mask=x_mask, other=0.0)
+    x = tl.reshape(x.to(tl.float32), [1, G, WORDS_PER_BLOCK, 2, 2, 2])
+    return acc + word_block_sums(words, scale, x, 2)
+
+
 # --- the tensor-core decode: codes to bf16 by table lookup (PTX prmt), the scale applied in bf16 -------------------
 # A tensor-core tile decodes every weight to a bf16 dot operand; decoding to float32 first (e2m1_low, a float32
 # multiply by the scale, a conversion) costs ~9 SASS instructions per element, more than the CUDA-core GEMV's whole
