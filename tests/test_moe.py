@@ -573,13 +573,16 @@ def test_gate_up_gemv_matches_twin(rng, device, poison, tokens, hidden, intermed
 
 
 @TRITON_ONLY
+@pytest.mark.parametrize("tma", [False, True], ids=["registers", "tma"])
 @pytest.mark.parametrize("out_dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("tokens,hidden,intermediate,experts,top_k,block_g", GEMV_CASES)
 def test_down_combine_gemv_matches_twins(rng, device, poison, out_dtype, tokens, hidden, intermediate, experts,
-                                         top_k, block_g):
-    """The decode GEMV with the combine fused: down, routing weight and the slot-order sum, one rounding."""
+                                         top_k, block_g, tma):
+    """The decode GEMV with the combine fused: down, routing weight and the slot-order sum, one rounding. ``tma``:
+    W2 read by TMA (the hopper path's kernel), bit for bit what the register-load kernel computes."""
     from mxfp4.reference.moe_combine import combine as combine_twin
     from mxfp4.reference.moe_down import down as down_twin
+    from mxfp4.triton_kernels.launch import tma_readable
     from mxfp4.triton_kernels.moe import GemvConfig
     from mxfp4.triton_kernels.moe_down_gemv import down_combine_gemv
 
@@ -588,10 +591,17 @@ def test_down_combine_gemv_matches_twins(rng, device, poison, out_dtype, tokens,
     act = torch.from_numpy(rng.standard_normal((tokens * top_k, intermediate))).to(device=device, dtype=torch.bfloat16)
     weights = torch.from_numpy(rng.random((tokens, top_k))).float().to(device)
     _, _, _, _, _, w2, b2 = layer.args(device)
-    config = GemvConfig(block_n=4, block_g=block_g, num_warps=4)
+    config = GemvConfig(block_n=4, block_g=block_g, num_warps=4, num_stages=2 if tma else 1)
     ids_t = torch.from_numpy(ids.astype(np.int32)).to(device)
-    got = down_combine_gemv(act, ids_t, weights, w2.blocks, w2.scales, b2, config, out_dtype)
+    if tma:
+        if device != "cpu" and torch.cuda.get_device_capability()[0] < 9:
+            pytest.skip("TMA needs sm_90")
+        assert tma_readable(w2.blocks), "a fresh torch tensor is 16-byte aligned"
+    got = down_combine_gemv(act, ids_t, weights, w2.blocks, w2.scales, b2, config, out_dtype, tma)
     assert got.dtype == out_dtype and got.shape == (tokens, hidden)
+    if tma:
+        registers = down_combine_gemv(act, ids_t, weights, w2.blocks, w2.scales, b2, config, out_dtype)
+        assert_close(got, registers.double().cpu().numpy(), 0, 0, what="TMA down GEMV vs the register-load kernel")
     contributions = down_twin(act.double().cpu().numpy()[sorted_pairs], sorted_pairs, counts,
                               weights.double().cpu().numpy(), layer.np["w2_blocks"], layer.np["w2_scales"],
                               b2.double().cpu().numpy())
@@ -599,6 +609,25 @@ def test_down_combine_gemv_matches_twins(rng, device, poison, out_dtype, tokens,
     scale = float(np.abs(expected).max())
     rtol = 1e-5 if out_dtype == torch.float32 else 1e-2
     assert_close(got, expected, rtol, rtol * scale, what=f"down GEMV + combine -> {out_dtype}")
+
+
+@TRITON_ONLY
+@pytest.mark.parametrize("tokens", [1, 2], ids=["T1", "T2"])
+def test_decode_layer_with_tma_down_is_bit_identical(rng, device, monkeypatch, tokens):
+    """``moe.TMA_DOWN_ON`` (the hopper path's W2 read by TMA at <= 8 pairs) changes which kernel reads the words,
+    not the sums: the layer's output is bitwise what the register-load down GEMV gives."""
+    from mxfp4.triton_kernels import moe
+
+    skip_unless_runnable("hopper", device)
+    if device != "cpu" and torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("TMA needs sm_90")
+    layer = Layer(rng, tokens, 96, 70, 6)
+    assert moe.uses_gemv(tokens * 4, 6)
+    outputs = []
+    for on in (False, True):
+        monkeypatch.setattr(moe, "TMA_DOWN_ON", on)
+        outputs.append(mxfp4.moe(*layer.args(device, torch.bfloat16), 4, backend="hopper"))
+    assert_close(outputs[1], outputs[0].double().cpu().numpy(), 0, 0, what="layer with TMA down vs without")
 
 
 @TRITON_ONLY

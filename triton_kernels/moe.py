@@ -6,7 +6,8 @@ the hit experts' weights once.
     2. moe_gate_up_gemv.gate_up_swiglu_gemv  per (pair, feature block): W1 rows streamed on the CUDA cores (sm_90,
                                           up to 8 pairs: read by TMA, pipelined),
                                           bias + SwiGLU fused                                     act [P, I] pair order
-    3. moe_down_gemv.down_combine_gemv    per (pair, feature block): W2 rows streamed on the CUDA cores, bias
+    3. moe_down_gemv.down_combine_gemv    per (pair, feature block): W2 rows streamed on the CUDA cores (sm_90,
+                                          up to 8 pairs, once TMA_DOWN_ON: by TMA), bias
                                           and routing weight; the last of a token's k programs
                                           adds the k contributions in slot order                 [T, H] x.dtype
 Otherwise (prefill): five (T <= 16: four) launches with tensor-core grouped GEMMs over rows sorted by expert.
@@ -103,6 +104,11 @@ GEMV_SCHEDULES = (
 #: (moe_gate_up_gemv.gate_up_swiglu_gemv_tma_kernel). Session 10 probe, T=1, E=32: 27.1 us with the register GEMV
 #: above, 24.1 with this shape (8x16: 24.7, 16x16: 26.2, 4 stages: 26.7-27.6, 8 warps 27.0-30.0).
 TMA_GATE_UP = GemvConfig(32, 8, 4, num_stages=3)
+#: ... and down can read W2 by TMA the same way (moe_down_gemv.down_combine_gemv_tma_kernel), at this shape once
+#: TMA_DOWN_ON: off until an H100 has timed it against the register GEMV (session 11 wrote the kernel and its tests
+#: with no device lent; bench/results/2026-12-08-h100-session11/probe_moe_tma.py sweeps the shapes and the layer).
+TMA_DOWN = GemvConfig(16, 8, 4, num_stages=3)
+TMA_DOWN_ON = False
 
 
 def gemv_schedule(pairs: int) -> tuple[GemvConfig, GemvConfig]:
@@ -166,11 +172,14 @@ def moe(x, router_w, router_b, w1_blocks, w1_scales, b1, w2_blocks, w2_scales, b
         if add_norm is not None:  # the router's launch stored the new residual and the rows the experts see
             new_residual, x = normed
         gate_up_config, down_config = gemv_schedule(pairs)
-        tma = backend is Backend.HOPPER and pairs <= GEMV_ALWAYS_PAIRS and tma_readable(w1_blocks)
+        tma = backend is Backend.HOPPER and pairs <= GEMV_ALWAYS_PAIRS
+        tma_up = tma and tma_readable(w1_blocks)
         act = moe_gate_up_gemv.gate_up_swiglu_gemv(x, expert_ids, w1_blocks, w1_scales, b1.contiguous(), alpha,
-                                                   limit, TMA_GATE_UP if tma else gate_up_config, act_dtype, tma)
+                                                   limit, TMA_GATE_UP if tma_up else gate_up_config, act_dtype, tma_up)
+        tma_down = tma and TMA_DOWN_ON and tma_readable(w2_blocks)
         out = moe_down_gemv.down_combine_gemv(act, expert_ids, routing_weights, w2_blocks, w2_scales,
-                                              b2.contiguous(), down_config, x.dtype)
+                                              b2.contiguous(), TMA_DOWN if tma_down else down_config, x.dtype,
+                                              tma_down)
         return out if add_norm is None else (new_residual, out)
 
     gate_up_config, down_config = gemm_configs(backend, pairs, num_experts)
@@ -239,15 +248,19 @@ def compile_specs(backend: Backend, activation: torch.dtype | None = None,
                     f"_n{config.block_n}_g{config.block_g}_w{config.num_warps}")
             specs.append(_spec(name, kernel, module, config, act_type, hidden_act_type))
     if backend is Backend.HOPPER:
-        config = TMA_GATE_UP
-        specs.append({
-            "name": f"moe_gate_up_swiglu_gemv_tma_{act_type}_n{config.block_n}_g{config.block_g}_w{config.num_warps}",
-            "fn": moe_gate_up_gemv.gate_up_swiglu_gemv_tma_kernel,
-            "signature": moe_gate_up_gemv.tma_signature(act_type, hidden_act_type, config.block_n, config.block_g),
-            "constexprs": {**config.constexprs(), "NUM_STAGES": config.num_stages},
-            "num_warps": config.num_warps, "num_stages": config.num_stages,
-            "divisible_by_16": ["hidden", "intermediate", "stride_xt", "scales_stride_e"],
-        })
+        for kernel, module, config in (
+            (moe_gate_up_gemv.gate_up_swiglu_gemv_tma_kernel, moe_gate_up_gemv, TMA_GATE_UP),
+            (moe_down_gemv.down_combine_gemv_tma_kernel, moe_down_gemv, TMA_DOWN),
+        ):
+            specs.append({
+                "name": f"moe_{kernel.__name__.removesuffix('_kernel')}_{act_type}_n{config.block_n}"
+                        f"_g{config.block_g}_w{config.num_warps}",
+                "fn": kernel,
+                "signature": module.tma_signature(act_type, hidden_act_type, config.block_n, config.block_g),
+                "constexprs": {**config.constexprs(), "NUM_STAGES": config.num_stages},
+                "num_warps": config.num_warps, "num_stages": config.num_stages,
+                "divisible_by_16": [name for name in module.GPT_OSS_DIVISIBLE_BY_16 if "blocks_stride" not in name],
+            })
     for experts in num_experts:
         specs += moe_routing.compile_specs(act_type, experts)
         specs += moe_sort.compile_specs(experts)

@@ -24,7 +24,7 @@ import triton.language as tl
 
 from mxfp4.spec import BYTES_PER_BLOCK
 
-from .mx import SCALE_ONE, WORDS_PER_BLOCK, decode_tile, gemv_step
+from .mx import SCALE_ONE, WORDS_PER_BLOCK, decode_tile, gemv_step, gemv_tma_step
 
 BYTES_PER_SCALE = tl.constexpr(BYTES_PER_BLOCK)
 
@@ -125,6 +125,26 @@ def expert_rows_gemv(blocks_ptr, scales_ptr, expert, w_row, x_row_ptr, length, b
         acc = gemv_step(acc, g0, block_ptrs, scale_ptrs, x_ptrs, length, num_groups, 1, 1, False)
     if full_groups < num_groups:  # at most one step: the remaining blocks, the last one maybe partial
         acc = gemv_step(acc, full_groups, block_ptrs, scale_ptrs, x_ptrs, length, num_groups, 1, 1, True)
+    return tl.sum(acc, axis=1)
+
+
+@triton.jit
+def expert_rows_gemv_tma(blocks_desc, scales_ptr, expert, first_row, w_row, x_row_ptr, length, scales_stride_e,
+                         scales_stride_n, ROWS: tl.constexpr, BLOCK_G: tl.constexpr, NUM_STAGES: tl.constexpr):
+    """``expert_rows_gemv`` with the words read by TMA (sm_90), ``NUM_STAGES - 1`` steps ahead of the decode: Triton
+    pipelines descriptor loads, not plain loads that feed no dot. ``blocks_desc``: ``launch.block_words_descriptor``
+    of the experts' rows (``[E, R, 4G]`` words, ``[1, ROWS, 4 * BLOCK_G]`` per load; rows past R and words past the
+    row read as 0, never another expert's); ``first_row`` the first of the ``ROWS`` rows, ``w_row`` those rows
+    clamped into range (for the scales). Same products and order of sums as ``expert_rows_gemv``."""
+    group = tl.arange(0, BLOCK_G)
+    num_groups = (length + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS
+    scale_ptrs = scales_ptr + expert.to(tl.int64) * scales_stride_e + w_row[:, None] * scales_stride_n + group[None, :]
+    x_ptrs = x_row_ptr + group[:, None] * BLOCK_ELEMENTS + tl.arange(0, BLOCK_ELEMENTS)[None, :]
+    acc = tl.zeros((ROWS, BLOCK_G), dtype=tl.float32)
+    for g0 in tl.range(0, num_groups, BLOCK_G, num_stages=NUM_STAGES):
+        words = tl.reshape(blocks_desc.load([expert, first_row, g0 * WORDS_PER_BLOCK]),
+                           [ROWS, BLOCK_G * WORDS_PER_BLOCK])
+        acc = gemv_tma_step(acc, words, g0, scale_ptrs, x_ptrs, length, num_groups, 1, 1, False)
     return tl.sum(acc, axis=1)
 
 

@@ -15,6 +15,9 @@ its (token, feature block); the last of the token's k programs to arrive adds th
 starting from 0 -- exactly ``moe_combine``'s sum -- rounds once to the output dtype and resets the counter (with
 k = 1 the program stores directly). No atomics on the values, no memset, bitwise deterministic; the grid
 ``(T * k, ceil(H / BLOCK_N))`` runs pair-fastest, so the k programs of a feature block run at about the same time.
+
+``down_combine_gemv_tma_kernel`` is the same program with the W2 words read by TMA, pipelined (sm_90; the MoE uses it
+at up to 8 pairs once ``moe.TMA_DOWN_ON``): at equal ``BLOCK_G`` the same products and order of sums, bit for bit.
 """
 
 from __future__ import annotations
@@ -25,14 +28,15 @@ import triton.language as tl
 
 from mxfp4.dispatch import triton_interpreter_enabled
 
-from .launch import current_stream, reduction_workspace, word_aligned
-from .moe_common import expert_rows_gemv
+from .launch import (block_words_descriptor, block_words_descriptor_type, current_stream, reduction_workspace,
+                     word_aligned)
+from .moe_common import expert_rows_gemv, expert_rows_gemv_tma
 from .splitk import finish_tile
 
 _WORKSPACES: dict = {}
 
 
-def down_combine_gemv(act, expert_ids, routing_weights, w2_blocks, w2_scales, b2, config, out_dtype):
+def down_combine_gemv(act, expert_ids, routing_weights, w2_blocks, w2_scales, b2, config, out_dtype, tma=False):
     """``[T, H]`` in ``out_dtype``: each token's k down projections, weighted and summed in slot order.
 
     Args:
@@ -41,6 +45,8 @@ def down_combine_gemv(act, expert_ids, routing_weights, w2_blocks, w2_scales, b2
         w2_blocks: ``uint8 [E, H, G, 16]`` with contiguous ``[G, 16]`` rows; w2_scales: ``uint8 [E, H, G]`` with
             unit stride along G; b2: ``[E, H]`` contiguous. config: a :class:`mxfp4.triton_kernels.moe.GemvConfig`
             (``block_n`` W2 rows per program).
+        tma: read the W2 words by TMA, ``config.num_stages`` deep (``down_combine_gemv_tma_kernel``; sm_90, and
+            ``launch.tma_readable(w2_blocks)``).
 
     >>> y = down_combine_gemv(act, ids, weights, w2.blocks, w2.scales, b2, GemvConfig(8, 16, 4), torch.bfloat16)
     """
@@ -56,6 +62,14 @@ def down_combine_gemv(act, expert_ids, routing_weights, w2_blocks, w2_scales, b2
     partials, counters = reduction_workspace(_WORKSPACES, act.device, stream,
                                              tokens * top_k * feature_blocks * config.block_n, tokens * feature_blocks)
     grid = (tokens * top_k, feature_blocks)
+    if tma:
+        down_combine_gemv_tma_kernel[grid](
+            act, expert_ids, routing_weights, block_words_descriptor(w2_blocks, config.block_n, config.block_g),
+            w2_scales, b2, out, partials, counters, hidden, intermediate, top_k, w2_scales.stride(0),
+            w2_scales.stride(1), BLOCK_N=config.block_n, BLOCK_G=config.block_g, NUM_STAGES=config.num_stages,
+            INTERPRETED=triton_interpreter_enabled(), num_warps=config.num_warps, num_stages=config.num_stages,
+        )
+        return out
     down_combine_gemv_kernel[grid](
         act, expert_ids, routing_weights, w2_blocks, w2_scales, b2, out, partials, counters,
         hidden, intermediate, top_k,
@@ -98,10 +112,50 @@ def down_combine_gemv_kernel(
     dot = expert_rows_gemv(blocks_ptr, scales_ptr, expert, w_row, act_ptr + pair.to(tl.int64) * intermediate,
                            intermediate, blocks_stride_e, blocks_stride_n, scales_stride_e, scales_stride_n,
                            BLOCK_N, BLOCK_G)
+    _combine(dot, pair, token, expert, feature_block, feature, w_row, routing_weights_ptr, bias_ptr, out_ptr,
+             partials_ptr, counters_ptr, hidden, top_k, BLOCK_N, INTERPRETED)
+
+
+def tma_signature(activation: str, act: str, block_n: int, block_g: int) -> dict:
+    return {
+        "act_ptr": f"*{act}", "expert_ids_ptr": "*i32", "routing_weights_ptr": "*fp32",
+        "blocks_desc": block_words_descriptor_type(block_n, block_g, leading_dims=1), "scales_ptr": "*u8",
+        "bias_ptr": f"*{activation}", "out_ptr": f"*{activation}", "partials_ptr": "*fp32", "counters_ptr": "*i32",
+        "hidden": "i32", "intermediate": "i32", "top_k": "i32", "scales_stride_e": "i32", "scales_stride_n": "i32",
+        "BLOCK_N": "constexpr", "BLOCK_G": "constexpr", "NUM_STAGES": "constexpr", "INTERPRETED": "constexpr",
+    }
+
+
+@triton.jit
+def down_combine_gemv_tma_kernel(
+    act_ptr, expert_ids_ptr, routing_weights_ptr, blocks_desc, scales_ptr, bias_ptr, out_ptr, partials_ptr,
+    counters_ptr, hidden, intermediate, top_k, scales_stride_e, scales_stride_n,
+    BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, NUM_STAGES: tl.constexpr, INTERPRETED: tl.constexpr,
+):
+    """The kernel above with the W2 words read by TMA (``moe_common.expert_rows_gemv_tma``; sm_90).
+    ``blocks_desc``: ``launch.block_words_descriptor(w2_blocks, BLOCK_N, BLOCK_G)``."""
+    pair = tl.program_id(0)
+    feature_block = tl.program_id(1)
+    token = pair // top_k
+    expert = tl.load(expert_ids_ptr + pair)
+    first_row = feature_block * BLOCK_N
+    feature = first_row + tl.arange(0, BLOCK_N)
+    w_row = tl.minimum(feature, hidden - 1)
+    dot = expert_rows_gemv_tma(blocks_desc, scales_ptr, expert, first_row, w_row,
+                               act_ptr + pair.to(tl.int64) * intermediate, intermediate, scales_stride_e,
+                               scales_stride_n, BLOCK_N, BLOCK_G, NUM_STAGES)
+    _combine(dot, pair, token, expert.to(tl.int64), feature_block, feature, w_row, routing_weights_ptr, bias_ptr,
+             out_ptr, partials_ptr, counters_ptr, hidden, top_k, BLOCK_N, INTERPRETED)
+
+
+@triton.jit
+def _combine(dot, pair, token, expert, feature_block, feature, w_row, routing_weights_ptr, bias_ptr, out_ptr,
+             partials_ptr, counters_ptr, hidden, top_k, BLOCK_N: tl.constexpr, INTERPRETED: tl.constexpr):
+    """Bias and routing weight on a pair's ``[BLOCK_N]`` down projection (as ``moe_down`` writes it), then the
+    combine: the k slots of a token are splitk's slices of one ``[1, BLOCK_N]`` output tile, and the last to arrive
+    adds them in slot order starting from 0 (``moe_combine``'s order) and rounds once."""
     bias = tl.load(bias_ptr + expert * hidden + w_row).to(tl.float32)
-    contribution = (dot + bias) * tl.load(routing_weights_ptr + pair)  # as moe_down writes it
-    # The k slots of a token are splitk's slices of one [1, BLOCK_N] output tile: the last to arrive adds them in
-    # slot order starting from 0 (moe_combine's order) and rounds once.
+    contribution = (dot + bias) * tl.load(routing_weights_ptr + pair)
     slot = pair - token * top_k
     tile = token * tl.num_programs(1) + feature_block
     finish_tile(contribution[None, :], out_ptr, out_ptr, partials_ptr, counters_ptr, tile, slot, top_k,

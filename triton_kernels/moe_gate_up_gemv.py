@@ -27,8 +27,7 @@ import triton.language as tl
 from mxfp4.dispatch import triton_interpreter_enabled
 
 from .launch import block_words_descriptor, block_words_descriptor_type, word_aligned
-from .moe_common import cast, expert_rows_gemv, swiglu
-from .mx import BLOCK_ELEMENTS, WORDS_PER_BLOCK, gemv_tma_step
+from .moe_common import cast, expert_rows_gemv, expert_rows_gemv_tma, swiglu
 
 
 def gate_up_swiglu_gemv(x, expert_ids, w1_blocks, w1_scales, b1, alpha, limit, config, act_dtype, tma=False):
@@ -133,27 +132,18 @@ def gate_up_swiglu_gemv_tma_kernel(
     hidden, intermediate, top_k, stride_xt, scales_stride_e, scales_stride_n, alpha, limit,
     BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, NUM_STAGES: tl.constexpr, INTERPRETED: tl.constexpr,
 ):
-    """The kernel above with the W1 words read by TMA (sm_90) ``NUM_STAGES - 1`` steps ahead of the decode: Triton
-    pipelines descriptor loads, not plain loads that feed no dot. ``blocks_desc``: ``launch.block_words_descriptor``
-    of W1 (``[E, 2I, 4G]`` words, ``[1, 2 * BLOCK_N, 4 * BLOCK_G]`` per load; rows past 2I and words past the row
-    read as 0). Same products and order of sums as ``expert_rows_gemv``."""
+    """The kernel above with the W1 words read by TMA (``moe_common.expert_rows_gemv_tma``; sm_90).
+    ``blocks_desc``: ``launch.block_words_descriptor(w1_blocks, 2 * BLOCK_N, BLOCK_G)``."""
     pair = tl.program_id(0)
     token = pair // top_k
     expert = tl.load(expert_ids_ptr + pair)
     ROWS: tl.constexpr = 2 * BLOCK_N
     first_row = tl.program_id(1) * ROWS
     w_row = tl.minimum(first_row + tl.arange(0, ROWS), 2 * intermediate - 1)
-    group = tl.arange(0, BLOCK_G)
-    num_groups = (hidden + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS
-    scale_ptrs = scales_ptr + expert.to(tl.int64) * scales_stride_e + w_row[:, None] * scales_stride_n + group[None, :]
-    x_ptrs = (x_ptr + token.to(tl.int64) * stride_xt + group[:, None] * BLOCK_ELEMENTS
-              + tl.arange(0, BLOCK_ELEMENTS)[None, :])
-    acc = tl.zeros((ROWS, BLOCK_G), dtype=tl.float32)
-    for g0 in tl.range(0, num_groups, BLOCK_G, num_stages=NUM_STAGES):
-        words = tl.reshape(blocks_desc.load([expert, first_row, g0 * WORDS_PER_BLOCK]),
-                           [ROWS, BLOCK_G * WORDS_PER_BLOCK])
-        acc = gemv_tma_step(acc, words, g0, scale_ptrs, x_ptrs, hidden, num_groups, 1, 1, False)
-    pre = tl.sum(acc, axis=1) + tl.load(bias_ptr + expert.to(tl.int64) * (2 * intermediate) + w_row).to(tl.float32)
+    dot = expert_rows_gemv_tma(blocks_desc, scales_ptr, expert, first_row, w_row,
+                               x_ptr + token.to(tl.int64) * stride_xt, hidden, scales_stride_e, scales_stride_n,
+                               ROWS, BLOCK_G, NUM_STAGES)
+    pre = dot + tl.load(bias_ptr + expert.to(tl.int64) * (2 * intermediate) + w_row).to(tl.float32)
     gate, up = tl.split(tl.reshape(pre, [BLOCK_N, 2]))
     act = swiglu(gate, up, alpha, limit)
     feature = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
